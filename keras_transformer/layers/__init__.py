@@ -1,1 +1,23 @@
-"""keras_transformer.layers."""
+"""Public Keras layers of keras_transformer."""
+
+from keras_transformer.layers.decoder import Decoder
+from keras_transformer.layers.decoder_block import DecoderBlock
+from keras_transformer.layers.encoder import Encoder
+from keras_transformer.layers.encoder_block import EncoderBlock
+from keras_transformer.layers.multi_head_attention import MultiHeadAttention
+from keras_transformer.layers.positionwise_feed_forward import PositionwiseFeedForward
+from keras_transformer.layers.sinusoidal_positional_encoding import (
+    SinusoidalPositionalEncoding,
+)
+from keras_transformer.layers.token_embedding import TokenEmbedding
+
+__all__ = [
+    "Decoder",
+    "DecoderBlock",
+    "Encoder",
+    "EncoderBlock",
+    "MultiHeadAttention",
+    "PositionwiseFeedForward",
+    "SinusoidalPositionalEncoding",
+    "TokenEmbedding",
+]

@@ -1,1 +1,4 @@
-"""keras_transformer.models."""
+"""Models built from keras_transformer layers."""
+
+from keras_transformer.models.transformer import PRESETS
+from keras_transformer.models.transformer import Transformer

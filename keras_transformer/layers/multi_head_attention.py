@@ -1,0 +1,399 @@
+"""Multi-head attention with padding/causal masks and a fixed-size cache."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_transformer.layers.masking import causal_mask
+from keras_transformer.layers.masking import merge_masks
+from keras_transformer.layers.utils import check_positive_int
+from keras_transformer.layers.utils import check_rate
+from keras_transformer.layers.utils import clone_initializer
+
+# Masked scores are replaced (not offset) by this float32 value before softmax.
+_MASKED_SCORE = -1e9
+
+
+@keras.saving.register_keras_serializable(package="keras_transformer")
+class MultiHeadAttention(keras.layers.Layer):
+    """Scaled dot-product attention over several heads (Vaswani et al., 2017).
+
+    `MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W_O` with
+    `head_i = softmax(Q W_Q_i (K W_K_i)^T / sqrt(d_k)) V W_V_i`.
+
+    The layer has two modes, fixed by its first call:
+
+    - **self-attention** (called without `value`): one fused projection
+      produces queries, keys and values from `query` in a single matmul;
+    - **attention over another sequence** (called with `value`, e.g. the
+      decoder's encoder-decoder attention): separate query, key and value
+      projections.
+
+    Masks are boolean (`True` = may attend), combined with AND, and applied in
+    float32 by selection (`where`), never by adding `-inf`. A query row whose
+    keys are all masked gets all-zero attention weights, so its output is the
+    output projection's bias on every code path (with or without dropout,
+    with or without returning scores). Scores and softmax are float32 under
+    mixed precision.
+
+    Incremental decoding uses a cache of fixed size (XLA friendly, nothing
+    grows): for self-attention, `cache` of shape
+    `(batch_size, 2, max_length, num_key_value_heads, key_dim)` holds keys and
+    values; the new keys/values are written at `cache_index` and queries
+    attend to positions `< cache_index + query_length`. For attention over
+    another sequence, `cache` holds the precomputed keys/values of `value`
+    (see `compute_key_value_cache`) and `cache_index` is not used.
+
+    Args:
+        num_heads: int, number of attention heads `h`.
+        key_dim: int, size of each query/key head `d_k`.
+        value_dim: int, size of each value head `d_v`. Defaults to `key_dim`.
+        dropout: float, dropout rate on the attention weights.
+        use_bias: bool, whether the projections have biases.
+        output_dim: int, size of the output. Defaults to the query's last
+            dimension.
+        num_key_value_heads: int, number of key/value heads. `None` (default)
+            means `num_heads` (standard multi-head attention); 1 gives
+            multi-query attention and `1 < k < num_heads` grouped-query
+            attention (Ainslie et al., 2023). Must divide `num_heads`.
+        kernel_initializer: initializer of the projection kernels.
+        bias_initializer: initializer of the projection biases.
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        query: `(batch_size, query_length, query_dim)`.
+        value: optional `(batch_size, key_length, value_dim_in)`. Omit for
+            self-attention.
+        key: optional `(batch_size, key_length, key_dim_in)`; defaults to
+            `value`.
+        attention_mask: optional bool `(batch_size, query_length, key_length)`
+            or `(batch_size, 1 or num_heads, query_length, key_length)`.
+        query_mask: optional bool `(batch_size, query_length)` padding mask.
+            Defaults to the query's Keras mask, if any.
+        value_mask: optional bool `(batch_size, key_length)` padding mask of
+            the keys/values. Defaults to the value's Keras mask, or for
+            self-attention without a cache, to `query_mask`.
+        causal: bool, apply a causal (look-ahead) mask.
+        cache: optional key/value cache, see above.
+        cache_index: int or scalar int tensor, where to write new keys/values
+            in a self-attention cache.
+        return_attention_scores: bool, also return the attention weights.
+        training: bool, whether dropout is active.
+
+    Returns:
+        `output` of shape `(batch_size, query_length, output_dim)`; with
+        `return_attention_scores`, also the float32 attention weights of shape
+        `(batch_size, num_heads, query_length, key_length)`; with a `cache`,
+        also the (updated) cache, last: `(output[, scores], cache)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    >>> x = np.random.rand(3, 5, 8).astype("float32")
+    >>> layer(x, causal=True).shape
+    (3, 5, 8)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762), 3.2.
+        - [Shazeer, 2019](https://arxiv.org/abs/1911.02150) (multi-query).
+        - [Ainslie et al., 2023](https://arxiv.org/abs/2305.13245) (GQA).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        output_dim=None,
+        num_key_value_heads=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("key_dim", key_dim)
+        if value_dim is not None:
+            check_positive_int("value_dim", value_dim)
+        if output_dim is not None:
+            check_positive_int("output_dim", output_dim)
+        check_rate("dropout", dropout)
+        if num_key_value_heads is not None:
+            check_positive_int("num_key_value_heads", num_key_value_heads)
+            if num_heads % num_key_value_heads:
+                raise ValueError(
+                    f"num_heads={num_heads} is not divisible by "
+                    f"num_key_value_heads={num_key_value_heads}."
+                )
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = value_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.output_dim = output_dim
+        self.num_key_value_heads = num_key_value_heads
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+        self.is_self_attention = None
+
+    @property
+    def _value_dim(self):
+        return self.value_dim or self.key_dim
+
+    @property
+    def _kv_heads(self):
+        return self.num_key_value_heads or self.num_heads
+
+    def _dense(self, units, name, input_dim):
+        layer = keras.layers.Dense(
+            units,
+            use_bias=self.use_bias,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
+            dtype=self.dtype_policy,
+            name=name,
+        )
+        layer.build((None, None, input_dim))
+        return layer
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        query_dim = query_shape[-1]
+        q_units = self.num_heads * self.key_dim
+        k_units = self._kv_heads * self.key_dim
+        v_units = self._kv_heads * self._value_dim
+        self.is_self_attention = value_shape is None
+        if self.is_self_attention:
+            self.query_key_value_dense = self._dense(
+                q_units + k_units + v_units, "query_key_value", query_dim
+            )
+        else:
+            key_shape = value_shape if key_shape is None else key_shape
+            self.query_dense = self._dense(q_units, "query", query_dim)
+            self.key_dense = self._dense(k_units, "key", key_shape[-1])
+            self.value_dense = self._dense(v_units, "value", value_shape[-1])
+        self.output_dense = self._dense(
+            self.output_dim or query_dim,
+            "attention_output",
+            self.num_heads * self._value_dim,
+        )
+        self.dropout_layer = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="attention_dropout"
+        )
+        self.built = True
+
+    def _split_heads(self, x, num_heads, head_dim):
+        # (B, T, heads * head_dim) -> (B, T, heads, head_dim)
+        batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.reshape(x, (batch_size, length, num_heads, head_dim))
+
+    def compute_key_value_cache(self, value, key=None):
+        """Projects `key`/`value` once, for attention over a fixed sequence.
+
+        Args:
+            value: `(batch_size, key_length, value_dim_in)`.
+            key: optional, defaults to `value`.
+
+        Returns:
+            `(batch_size, 2, key_length, num_key_value_heads, key_dim)`.
+        """
+        if self.is_self_attention:
+            raise ValueError(
+                "`compute_key_value_cache` is for attention over another "
+                "sequence; this layer was built for self-attention."
+            )
+        if self._value_dim != self.key_dim:
+            raise ValueError(
+                "A key/value cache needs value_dim == key_dim. Received: "
+                f"key_dim={self.key_dim}, value_dim={self.value_dim}"
+            )
+        key = value if key is None else key
+        k = self._split_heads(self.key_dense(key), self._kv_heads, self.key_dim)
+        v = self._split_heads(self.value_dense(value), self._kv_heads, self.key_dim)
+        return ops.stack([k, v], axis=1)
+
+    def _project(self, query, value, key, cache, cache_index):
+        """Returns q `(B,T,H,dk)`, k `(B,S,Hkv,dk)`, v `(B,S,Hkv,dv)`, cache."""
+        H, Hkv, dk, dv = self.num_heads, self._kv_heads, self.key_dim, self._value_dim
+        if self.is_self_attention:
+            if value is not None or key is not None:
+                raise ValueError(
+                    "This layer was built for self-attention (first called "
+                    "without `value`); call it without `value`/`key`."
+                )
+            qkv = self.query_key_value_dense(query)  # (B, T, (H + 2 Hkv) dk)
+            q, k, v = ops.split(qkv, [H * dk, H * dk + Hkv * dk], axis=-1)
+            q = self._split_heads(q, H, dk)
+            k = self._split_heads(k, Hkv, dk)
+            v = self._split_heads(v, Hkv, dv)
+            if cache is not None:
+                if cache_index is None:
+                    raise ValueError(
+                        "A self-attention `cache` needs `cache_index`, the "
+                        "position at which to write the new keys/values."
+                    )
+                if dv != dk:
+                    raise ValueError(
+                        "A key/value cache needs value_dim == key_dim. Received: "
+                        f"key_dim={dk}, value_dim={dv}"
+                    )
+                cache_index = ops.cast(cache_index, "int32")
+                zero = ops.zeros((), "int32")
+                update = ops.cast(ops.stack([k, v], axis=1), cache.dtype)
+                cache = ops.slice_update(
+                    cache, (zero, zero, cache_index, zero, zero), update
+                )
+                k, v = cache[:, 0], cache[:, 1]  # (B, S_max, Hkv, dk)
+            return q, k, v, cache
+        if value is None and cache is None:
+            raise ValueError(
+                "This layer was built for attention over another sequence "
+                "(first called with `value`); pass `value` or a `cache`."
+            )
+        q = self._split_heads(self.query_dense(query), H, dk)
+        if cache is not None:
+            k, v = cache[:, 0], cache[:, 1]
+        else:
+            key = value if key is None else key
+            k = self._split_heads(self.key_dense(key), Hkv, dk)
+            v = self._split_heads(self.value_dense(value), Hkv, dv)
+        return q, k, v, cache
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        attention_mask=None,
+        query_mask=None,
+        value_mask=None,
+        causal=False,
+        cache=None,
+        cache_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        if query_mask is None:
+            query_mask = getattr(query, "_keras_mask", None)
+        if value_mask is None and value is not None:
+            value_mask = getattr(value, "_keras_mask", None)
+        if value_mask is None and self.is_self_attention and cache is None:
+            value_mask = query_mask
+
+        q, k, v, cache = self._project(query, value, key, cache, cache_index)
+        query_length, key_length = ops.shape(q)[1], ops.shape(k)[1]
+
+        causal_part = None
+        if self.is_self_attention and cache is not None:
+            # Keys past the last written position are empty cache slots.
+            offset = ops.cast(cache_index, "int32")
+            if causal:
+                causal_part = causal_mask(query_length, key_length, offset)
+            else:
+                filled = ops.arange(key_length, dtype="int32") < (offset + query_length)
+                causal_part = filled[None, None, None, :]
+        elif causal:
+            causal_part = causal_mask(query_length, key_length)
+        mask = merge_masks(attention_mask, query_mask, value_mask, causal_part)
+
+        # Scores in float32: (B, H, T, S).
+        q = q * ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype)
+        groups = self.num_heads // self._kv_heads
+        if groups == 1:
+            scores = ops.einsum("bthd,bshd->bhts", q, k)
+        else:
+            batch_size = ops.shape(q)[0]
+            q = ops.reshape(
+                q, (batch_size, query_length, self._kv_heads, groups, self.key_dim)
+            )
+            scores = ops.einsum("btkgd,bskd->bkgts", q, k)
+            scores = ops.reshape(
+                scores, (batch_size, self.num_heads, query_length, key_length)
+            )
+        scores = ops.cast(scores, "float32")
+        if mask is not None:
+            scores = ops.where(mask, scores, _MASKED_SCORE)
+        weights = ops.softmax(scores, axis=-1)
+        if mask is not None:
+            # A fully masked row attends to nothing (not to a uniform average).
+            weights = ops.where(ops.any(mask, axis=-1, keepdims=True), weights, 0.0)
+
+        probs = self.dropout_layer(
+            ops.cast(weights, self.compute_dtype), training=training
+        )
+        if groups == 1:
+            context = ops.einsum("bhts,bshd->bthd", probs, v)
+        else:
+            batch_size = ops.shape(q)[0]
+            probs_g = ops.reshape(
+                probs, (batch_size, self._kv_heads, groups, query_length, key_length)
+            )
+            context = ops.einsum("bkgts,bskd->btkgd", probs_g, v)
+        # Concatenate heads: (B, T, H * dv), then W_O.
+        context = ops.reshape(
+            context,
+            (ops.shape(context)[0], query_length, self.num_heads * self._value_dim),
+        )
+        output = self.output_dense(context)
+
+        outputs = (output,)
+        if return_attention_scores:
+            outputs += (weights,)
+        if cache is not None:
+            outputs += (cache,)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def compute_output_spec(
+        self,
+        query,
+        value=None,
+        key=None,
+        cache=None,
+        return_attention_scores=False,
+        **kwargs,
+    ):
+        output_dim = self.output_dim or query.shape[-1]
+        batch_size, query_length = query.shape[0], query.shape[1]
+        output = keras.KerasTensor(
+            (batch_size, query_length, output_dim), dtype=self.compute_dtype
+        )
+        outputs = (output,)
+        if return_attention_scores:
+            if cache is not None:
+                key_length = cache.shape[2]
+            elif value is not None:
+                key_length = value.shape[1]
+            else:
+                key_length = query_length
+            outputs += (
+                keras.KerasTensor(
+                    (batch_size, self.num_heads, query_length, key_length),
+                    dtype="float32",
+                ),
+            )
+        if cache is not None:
+            outputs += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "value_dim": self.value_dim,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "output_dim": self.output_dim,
+                "num_key_value_heads": self.num_key_value_heads,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config

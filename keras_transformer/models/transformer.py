@@ -1,0 +1,394 @@
+"""The encoder-decoder Transformer model."""
+
+import copy
+
+import keras
+from keras import ops
+
+from keras_transformer.layers.decoder import Decoder
+from keras_transformer.layers.encoder import Encoder
+from keras_transformer.layers.token_embedding import TokenEmbedding
+from keras_transformer.layers.utils import check_heads
+from keras_transformer.layers.utils import check_positive_int
+from keras_transformer.special_tokens import BOS_ID
+from keras_transformer.special_tokens import EOS_ID
+from keras_transformer.special_tokens import PAD_ID
+
+PRESETS = {
+    # Table 3 of the paper, "base" and "big".
+    "base": {
+        "num_layers": 6,
+        "d_model": 512,
+        "num_heads": 8,
+        "d_ff": 2048,
+        "dropout": 0.1,
+    },
+    "big": {
+        "num_layers": 6,
+        "d_model": 1024,
+        "num_heads": 16,
+        "d_ff": 4096,
+        "dropout": 0.3,
+    },
+    # Small enough to train on one CPU in minutes (the embedded demo).
+    "tiny": {
+        "num_layers": 2,
+        "d_model": 128,
+        "num_heads": 4,
+        "d_ff": 512,
+        "dropout": 0.1,
+    },
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_transformer")
+class Transformer(keras.Model):
+    """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017).
+
+    `logits = Transformer(...)({"source": source_ids, "target": target_in})`
+    where `target_in` is the target shifted right (BOS first). Logits are
+    float32 `(batch_size, target_length, target_vocabulary_size)` under any
+    dtype policy. Id 0 is padding in both languages.
+
+    Source and target share one vocabulary and one embedding matrix by
+    default, and the decoder's embedding is also the pre-softmax projection
+    (paper section 3.4). With `target_vocabulary_size` the languages have
+    separate vocabularies (and embeddings).
+
+    `encode()` and `decode()` expose the two halves; `init_cache()` and
+    `decode(..., cache=, cache_index=)` run the decoder one position at a
+    time with fixed-size key/value caches.
+
+    Args:
+        vocabulary_size: int, size of the (source, or shared) vocabulary.
+        target_vocabulary_size: optional int, size of a separate target
+            vocabulary. Defaults to `vocabulary_size`, shared.
+        num_layers: int, encoder blocks `N`.
+        num_decoder_layers: int, decoder blocks; defaults to `num_layers`.
+        d_model: int, model size.
+        num_heads: int, attention heads `h`.
+        d_ff: int, feed-forward inner size.
+        dropout: float, residual and embedding dropout `P_drop`.
+        attention_dropout: float, dropout on attention weights.
+        activation_dropout: float, dropout inside the feed-forward networks.
+        activation: feed-forward activation.
+        normalize_first: bool, pre-LN blocks (and final LayerNorms).
+        layer_norm_epsilon: float.
+        num_key_value_heads: int, see `MultiHeadAttention`.
+        max_wavelength: float, of the sinusoidal positional encoding.
+        share_embeddings: bool, one embedding matrix for source and target.
+            Defaults to `True` when the vocabulary is shared.
+        tie_output_embeddings: bool, the target embedding is also the output
+            projection. Defaults to `True`.
+        pad_id: int. bos_id: int. eos_id: int. Special ids (see
+            `keras_transformer.special_tokens`).
+        **kwargs: base model keyword arguments (`name`, `dtype`).
+
+    Call arguments:
+        inputs: dict with `"source"` int `(batch_size, source_length)` and
+            `"target"` int `(batch_size, target_length)`, or a tuple
+            `(source, target)`.
+        training: bool.
+
+    Returns:
+        float32 logits `(batch_size, target_length, target_vocabulary_size)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = Transformer.from_preset("tiny", vocabulary_size=100)
+    >>> source = np.array([[5, 6, 7, 3, 0]])
+    >>> target = np.array([[2, 8, 9]])
+    >>> model({"source": source, "target": target}).shape
+    (1, 3, 100)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [The Illustrated Transformer](https://jalammar.github.io/illustrated-transformer/)
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        target_vocabulary_size=None,
+        num_layers=6,
+        num_decoder_layers=None,
+        d_model=512,
+        num_heads=8,
+        d_ff=2048,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        activation="relu",
+        normalize_first=False,
+        layer_norm_epsilon=1e-6,
+        num_key_value_heads=None,
+        max_wavelength=10000,
+        share_embeddings=None,
+        tie_output_embeddings=True,
+        pad_id=PAD_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        **kwargs,
+    ):
+        check_positive_int("vocabulary_size", vocabulary_size)
+        if target_vocabulary_size is not None:
+            check_positive_int("target_vocabulary_size", target_vocabulary_size)
+        check_positive_int("d_model", d_model)
+        check_positive_int("num_heads", num_heads)
+        check_heads(d_model, num_heads)
+        separate = (
+            target_vocabulary_size is not None
+            and target_vocabulary_size != vocabulary_size
+        )
+        if share_embeddings is None:
+            share_embeddings = not separate
+        if share_embeddings and separate:
+            raise ValueError(
+                "share_embeddings=True needs one vocabulary, but "
+                f"vocabulary_size={vocabulary_size} != "
+                f"target_vocabulary_size={target_vocabulary_size}."
+            )
+        for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
+            if not 0 <= value < min(vocabulary_size, target_vocabulary_size or 10**12):
+                raise ValueError(
+                    f"`{name}` must be a valid token id. Received: {name}={value}"
+                )
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.target_vocabulary_size = target_vocabulary_size
+        self.num_layers = num_layers
+        self.num_decoder_layers = num_decoder_layers
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.d_ff = d_ff
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.activation = keras.activations.get(activation)
+        self.normalize_first = normalize_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.num_key_value_heads = num_key_value_heads
+        self.max_wavelength = max_wavelength
+        self.share_embeddings = share_embeddings
+        self.tie_output_embeddings = tie_output_embeddings
+        self.pad_id = pad_id
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+
+        self.target_embedding = TokenEmbedding(
+            self.output_vocabulary_size,
+            d_model,
+            tie_weights=tie_output_embeddings,
+            pad_id=pad_id,
+            dtype=self.dtype_policy,
+            name="target_embedding",
+        )
+        if share_embeddings:
+            self.source_embedding = self.target_embedding
+        else:
+            self.source_embedding = TokenEmbedding(
+                vocabulary_size,
+                d_model,
+                pad_id=pad_id,
+                dtype=self.dtype_policy,
+                name="source_embedding",
+            )
+        stack_kwargs = {
+            "num_heads": num_heads,
+            "d_ff": d_ff,
+            "d_model": d_model,
+            "dropout": dropout,
+            "attention_dropout": attention_dropout,
+            "activation_dropout": activation_dropout,
+            "activation": activation,
+            "normalize_first": normalize_first,
+            "layer_norm_epsilon": layer_norm_epsilon,
+            "num_key_value_heads": num_key_value_heads,
+            "max_wavelength": max_wavelength,
+            "pad_id": pad_id,
+            "dtype": self.dtype_policy,
+        }
+        self.encoder = Encoder(num_layers, name="encoder", **stack_kwargs)
+        self.decoder = Decoder(
+            num_decoder_layers or num_layers, name="decoder", **stack_kwargs
+        )
+
+    @property
+    def output_vocabulary_size(self):
+        """Size of the target vocabulary (the logits' last dimension)."""
+        return self.target_vocabulary_size or self.vocabulary_size
+
+    @classmethod
+    def presets(cls):
+        """The preset names and their hyper-parameters."""
+        return copy.deepcopy(PRESETS)
+
+    @classmethod
+    def from_preset(cls, preset, vocabulary_size, **overrides):
+        """A new, untrained model with a preset's hyper-parameters.
+
+        Args:
+            preset: `"base"` or `"big"` (the paper's Table 3), or `"tiny"`.
+            vocabulary_size: int, the (shared or source) vocabulary size.
+            **overrides: any other constructor argument.
+
+        Returns:
+            A `Transformer`.
+        """
+        if preset not in PRESETS:
+            raise ValueError(
+                f"Unknown preset {preset!r}; expected one of {sorted(PRESETS)}."
+            )
+        return cls(vocabulary_size=vocabulary_size, **{**PRESETS[preset], **overrides})
+
+    def build(self, inputs_shape=None):
+        ids_shape = (None, None)
+        self.target_embedding.build(ids_shape)
+        if not self.share_embeddings:
+            self.source_embedding.build(ids_shape)
+        hidden_shape = (None, None, self.d_model)
+        self.encoder.build(hidden_shape)
+        self.decoder.build(hidden_shape, hidden_shape)
+        self.built = True
+
+    def _check_ids(self, name, ids):
+        ids = ops.convert_to_tensor(ids) if not hasattr(ids, "dtype") else ids
+        if len(ids.shape) != 2:
+            raise ValueError(
+                f"`{name}` must be token ids of shape (batch_size, length). "
+                f"Received shape: {tuple(ids.shape)}"
+            )
+        if "int" not in str(ids.dtype):
+            raise ValueError(
+                f"`{name}` must be integer token ids. Received dtype: {ids.dtype}"
+            )
+        return ids
+
+    def encode(self, source_ids, training=None):
+        """Runs the encoder.
+
+        Args:
+            source_ids: int `(batch_size, source_length)`, padded with
+                `pad_id`.
+            training: bool.
+
+        Returns:
+            `(batch_size, source_length, d_model)` encoder outputs.
+        """
+        source_ids = self._check_ids("source", source_ids)
+        x = self.source_embedding(source_ids)  # (B, S, d), scaled
+        padding_mask = ops.not_equal(source_ids, self.pad_id)
+        return self.encoder(x, padding_mask=padding_mask, training=training)
+
+    def init_cache(self, encoder_outputs, max_length):
+        """An empty decoding cache; see `Decoder.init_cache`."""
+        batch_size = ops.shape(encoder_outputs)[0]
+        return self.decoder.init_cache(batch_size, max_length, encoder_outputs)
+
+    def decode(
+        self,
+        target_ids,
+        encoder_outputs,
+        source_padding_mask=None,
+        cache=None,
+        cache_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        """Runs the decoder and the output projection.
+
+        Args:
+            target_ids: int `(batch_size, target_length)`, BOS first; with a
+                cache, the ids at positions `cache_index, ...`.
+            encoder_outputs: `(batch_size, source_length, d_model)`; not
+                read when `cache` is given (it holds the projected keys and
+                values).
+            source_padding_mask: bool `(batch_size, source_length)`, `True`
+                for real source tokens.
+            cache: optional dict from `init_cache`.
+            cache_index: int or scalar int tensor.
+            return_attention_scores: bool, also return each block's weights.
+            training: bool.
+
+        Returns:
+            float32 logits `(batch_size, target_length, vocabulary)`, then the
+            attention weights if asked, then the updated cache if given.
+        """
+        target_ids = self._check_ids("target", target_ids)
+        x = self.target_embedding(target_ids)  # (B, T, d), scaled
+        outputs = self.decoder(
+            x,
+            encoder_outputs=encoder_outputs,
+            encoder_padding_mask=source_padding_mask,
+            padding_mask=ops.not_equal(target_ids, self.pad_id),
+            cache=cache,
+            cache_index=cache_index,
+            return_attention_scores=return_attention_scores,
+            training=training,
+        )
+        if not isinstance(outputs, tuple):
+            outputs = (outputs,)
+        logits = self.target_embedding.logits(outputs[0])  # (B, T, V), float32
+        outputs = (logits,) + outputs[1:]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def call(self, inputs, training=None):
+        if isinstance(inputs, dict):
+            missing = {"source", "target"} - set(inputs)
+            if missing:
+                raise ValueError(
+                    "Transformer inputs must be a dict with keys 'source' and "
+                    f"'target'. Missing: {sorted(missing)}"
+                )
+            source_ids, target_ids = inputs["source"], inputs["target"]
+        elif isinstance(inputs, list | tuple) and len(inputs) == 2:
+            source_ids, target_ids = inputs
+        else:
+            raise ValueError(
+                "Transformer inputs must be {'source': ids, 'target': ids} or "
+                f"(source, target). Received: {type(inputs).__name__}"
+            )
+        source_ids = self._check_ids("source", source_ids)
+        encoder_outputs = self.encode(source_ids, training=training)
+        return self.decode(
+            target_ids,
+            encoder_outputs,
+            source_padding_mask=ops.not_equal(source_ids, self.pad_id),
+            training=training,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "target_vocabulary_size": self.target_vocabulary_size,
+                "num_layers": self.num_layers,
+                "num_decoder_layers": self.num_decoder_layers,
+                "d_model": self.d_model,
+                "num_heads": self.num_heads,
+                "d_ff": self.d_ff,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "activation_dropout": self.activation_dropout,
+                "activation": keras.activations.serialize(self.activation),
+                "normalize_first": self.normalize_first,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "num_key_value_heads": self.num_key_value_heads,
+                "max_wavelength": self.max_wavelength,
+                "share_embeddings": self.share_embeddings,
+                "tie_output_embeddings": self.tie_output_embeddings,
+                "pad_id": self.pad_id,
+                "bos_id": self.bos_id,
+                "eos_id": self.eos_id,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("activation"), dict):
+            config["activation"] = keras.activations.deserialize(config["activation"])
+        return cls(**config)

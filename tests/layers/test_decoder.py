@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_transformer.layers import Decoder
+from tests.test_case import run_layer_test
+
+TARGET = np.array([[2, 5, 6, 7, 3, 0], [2, 9, 10, 11, 12, 13]], "int32")
+MEMORY = np.random.default_rng(0).normal(size=(2, 7, 8)).astype("float32")
+MEMORY_MASK = np.array([[1] * 7, [1] * 5 + [0] * 2], bool)
+
+
+@pytest.mark.parametrize("num_key_value_heads", [None, 1])
+def test_cached_decoding_equals_full_pass_under_xla(num_key_value_heads):
+    decoder = Decoder(
+        2, 2, 16, d_model=8, vocabulary_size=20, num_key_value_heads=num_key_value_heads
+    )
+    full = decoder(TARGET, encoder_outputs=MEMORY, encoder_padding_mask=MEMORY_MASK)
+    cache = decoder.init_cache(2, TARGET.shape[1], MEMORY)
+
+    @tf.function(jit_compile=True)
+    def step(ids, cache, index):
+        return decoder(
+            ids, encoder_padding_mask=MEMORY_MASK, cache=cache, cache_index=index
+        )
+
+    outputs = []
+    for index in range(TARGET.shape[1]):
+        out, cache = step(TARGET[:, index : index + 1], cache, tf.constant(index))
+        outputs.append(np.asarray(out))
+    # Position 5 of row 0 is padding: compare real positions only.
+    real = TARGET != 0
+    np.testing.assert_allclose(
+        np.concatenate(outputs, 1)[real], np.asarray(full)[real], atol=1e-5
+    )
+
+
+def test_decoder_only_language_model_stack():
+    decoder = Decoder(2, 2, 16, d_model=8, vocabulary_size=20)
+    out = decoder(TARGET)
+    assert out.shape == (2, 6, 8)
+    assert not decoder.has_cross_attention
+    cache = decoder.init_cache(2, 6)
+    assert cache["cross"] == []
+    step, cache = decoder(TARGET[:, :1], cache=cache, cache_index=0)
+    np.testing.assert_allclose(step[:, 0], out[:, 0], atol=1e-5)
+
+
+def test_cache_needs_index():
+    decoder = Decoder(1, 2, 16, d_model=8, vocabulary_size=20)
+    decoder(TARGET, encoder_outputs=MEMORY)
+    with pytest.raises(ValueError, match="cache_index"):
+        decoder(TARGET[:, :1], cache=decoder.init_cache(2, 6, MEMORY))
+
+
+def test_layer_checklist():
+    run_layer_test(
+        Decoder,
+        {"num_layers": 2, "num_heads": 2, "d_ff": 16, "d_model": 8,
+         "vocabulary_size": 20},
+        {"inputs": TARGET, "encoder_outputs": MEMORY},
+        expected_output_shape=(2, 6, 8),
+        expected_num_trainable_weights=1 + 2 * 22,
+        expected_num_seed_generators=1 + 2 * 3,
+    )  # fmt: skip

@@ -1,0 +1,250 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_transformer.layers import MultiHeadAttention
+from tests.test_case import run_layer_test
+
+B, T, S, D, H, DK = 2, 5, 7, 16, 4, 4
+
+
+def _numpy_attention(query, value, wq, wk, wv, wo, bq, bk, bv, bo, mask=None):
+    """softmax(Q K^T / sqrt(d_k)) V per head, heads concatenated, then W_O."""
+    heads = []
+    for h in range(wq.shape[1]):
+        q = query @ wq[:, h] + bq[h]  # (B, T, dk)
+        k = value @ wk[:, h] + bk[h]  # (B, S, dk)
+        v = value @ wv[:, h] + bv[h]
+        scores = q @ np.swapaxes(k, 1, 2) / np.sqrt(q.shape[-1])  # (B, T, S)
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+        scores = scores - scores.max(-1, keepdims=True)
+        weights = np.exp(scores)
+        weights = weights / weights.sum(-1, keepdims=True)
+        heads.append(weights @ v)
+    concat = np.concatenate(heads, axis=-1)  # (B, T, H * dv)
+    return concat @ wo + bo
+
+
+def _random(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _head_weights(seed=1):
+    rng = np.random.default_rng(seed)
+    w = lambda *s: rng.normal(scale=0.3, size=s).astype("float32")
+    return dict(
+        wq=w(D, H, DK), wk=w(D, H, DK), wv=w(D, H, DK), wo=w(H * DK, D),
+        bq=w(H, DK), bk=w(H, DK), bv=w(H, DK), bo=w(D),
+    )  # fmt: skip
+
+
+def _set_weights(layer, p):
+    if layer.is_self_attention:
+        kernel = np.concatenate(
+            [p["wq"].reshape(D, -1), p["wk"].reshape(D, -1), p["wv"].reshape(D, -1)],
+            axis=1,
+        )
+        bias = np.concatenate([p["bq"].ravel(), p["bk"].ravel(), p["bv"].ravel()])
+        layer.query_key_value_dense.set_weights([kernel, bias])
+    else:
+        layer.query_dense.set_weights([p["wq"].reshape(D, -1), p["bq"].ravel()])
+        layer.key_dense.set_weights([p["wk"].reshape(D, -1), p["bk"].ravel()])
+        layer.value_dense.set_weights([p["wv"].reshape(D, -1), p["bv"].ravel()])
+    layer.output_dense.set_weights([p["wo"], p["bo"]])
+
+
+def _padding_mask(lengths, length):
+    return np.arange(length)[None, :] < np.array(lengths)[:, None]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cross_attention_equals_numpy_formula(masked):
+    query, value = _random(B, T, D), _random(B, S, D, seed=2)
+    params = _head_weights()
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    layer(query, value)
+    _set_weights(layer, params)
+    value_mask = _padding_mask([S, 3], S) if masked else None
+    mask = (
+        None if value_mask is None else np.broadcast_to(value_mask[:, None], (B, T, S))
+    )
+    expected = _numpy_attention(query, value, **params, mask=mask)
+    actual = layer(query, value, value_mask=value_mask)
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_self_attention_with_fused_qkv_equals_numpy_formula():
+    x = _random(B, T, D)
+    params = _head_weights()
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    layer(x, causal=True)
+    assert layer.is_self_attention
+    assert len(layer.trainable_weights) == 4  # fused QKV kernel/bias + W_O
+    _set_weights(layer, params)
+    padding = _padding_mask([T, 3], T)
+    mask = np.tril(np.ones((T, T), bool))[None] & padding[:, None, :]
+    expected = _numpy_attention(x, x, **params, mask=mask)
+    actual = layer(x, value_mask=padding, causal=True)
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def _keras_mha_with_weights(params, query, value):
+    reference = keras.layers.MultiHeadAttention(num_heads=H, key_dim=DK)
+    reference(query, value)
+    reference._query_dense.set_weights([params["wq"], params["bq"]])
+    reference._key_dense.set_weights([params["wk"], params["bk"]])
+    reference._value_dense.set_weights([params["wv"], params["bv"]])
+    reference._output_dense.set_weights([params["wo"].reshape(H, DK, D), params["bo"]])
+    return reference
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("self_attention", [False, True])
+def test_equals_keras_multi_head_attention(with_mask, self_attention):
+    query = _random(B, T, D)
+    value = query if self_attention else _random(B, S, D, seed=2)
+    key_length = value.shape[1]
+    params = _head_weights()
+    reference = _keras_mha_with_weights(params, query, value)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    layer(query) if self_attention else layer(query, value)
+    _set_weights(layer, params)
+    mask = None
+    if with_mask:  # padding + causal; no fully masked rows (Keras differs there)
+        mask = _padding_mask([key_length, 3], key_length)[:, None, :] & np.tril(
+            np.ones((T, key_length), bool)
+        )
+    expected = reference(query, value, attention_mask=mask)
+    if self_attention:
+        actual = layer(query, attention_mask=mask)
+    else:
+        actual = layer(query, value, attention_mask=mask)
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_fully_masked_query_row_is_the_same_on_every_path():
+    x = _random(B, T, D)
+    query_mask = np.ones((B, T), bool)
+    query_mask[1, 2] = False  # one padded query row
+    outputs = []
+    for dropout in (0.0, 0.3):
+        layer = MultiHeadAttention(num_heads=H, key_dim=DK, dropout=dropout)
+        layer(x)
+        _set_weights(layer, _head_weights())
+        for scores in (False, True):
+            out = layer(x, query_mask=query_mask, return_attention_scores=scores)
+            if scores:
+                out, weights = out
+                np.testing.assert_array_equal(weights[1, :, 2], 0.0)
+                np.testing.assert_allclose(
+                    np.asarray(weights).sum(-1)[query_mask[:, None, :].repeat(H, 1)],
+                    1.0,
+                    atol=1e-6,
+                )
+            outputs.append(np.asarray(out))
+    for out in outputs[1:]:
+        np.testing.assert_array_equal(out, outputs[0])
+    # The padded row attends to nothing: its output is the W_O bias.
+    np.testing.assert_allclose(outputs[0][1, 2], _head_weights()["bo"], atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_fully_masked_row_finite_under_every_policy(policy):
+    layer = MultiHeadAttention(num_heads=2, key_dim=8, dtype=policy)
+    x = _random(B, T, D) * 30
+    value_mask = np.zeros((B, T), bool)
+    out, weights = layer(x, value_mask=value_mask, return_attention_scores=True)
+    assert np.all(np.isfinite(np.asarray(keras.ops.cast(out, "float32"))))
+    assert weights.dtype == "float32"
+    np.testing.assert_array_equal(weights, 0.0)
+
+
+@pytest.mark.parametrize("num_key_value_heads", [None, 2, 1])
+def test_cached_self_attention_equals_full_causal_pass(num_key_value_heads):
+    x = _random(B, T, D)
+    layer = MultiHeadAttention(
+        num_heads=H, key_dim=DK, num_key_value_heads=num_key_value_heads
+    )
+    full = layer(x, causal=True)
+    kv_heads = num_key_value_heads or H
+    cache = np.zeros((B, 2, T, kv_heads, DK), "float32")
+
+    @tf.function(jit_compile=True)
+    def step(token, cache, index):
+        return layer(token, cache=cache, cache_index=index, causal=True)
+
+    steps = []
+    for index in range(T):
+        out, cache = step(x[:, index : index + 1], cache, tf.constant(index))
+        steps.append(np.asarray(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+    assert cache.shape == (B, 2, T, kv_heads, DK)
+
+
+def test_grouped_query_attention_with_all_heads_equals_standard():
+    x = _random(B, T, D)
+    standard = MultiHeadAttention(num_heads=H, key_dim=DK)
+    grouped = MultiHeadAttention(num_heads=H, key_dim=DK, num_key_value_heads=H)
+    standard(x)
+    grouped(x)
+    grouped.set_weights(standard.get_weights())
+    np.testing.assert_allclose(grouped(x, causal=True), standard(x, causal=True))
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+def test_grouped_query_attention_parameter_count(kv_heads):
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, num_key_value_heads=kv_heads)
+    layer(_random(B, T, D))
+    # W_Q: D x H dk, W_K and W_V: D x kv dk each, W_O: H dk x D, plus biases.
+    expected = (D + 1) * (H * DK + 2 * kv_heads * DK) + (H * DK + 1) * D
+    assert layer.count_params() == expected
+
+
+def test_cross_attention_cache_equals_direct():
+    query, value = _random(B, T, D), _random(B, S, D, seed=2)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    expected = layer(query, value)
+    cache = layer.compute_key_value_cache(value)
+    assert cache.shape == (B, 2, S, H, DK)
+    np.testing.assert_allclose(layer(query, cache=cache)[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_heads": 0, "key_dim": 4}, "num_heads"),
+        ({"num_heads": 2, "key_dim": 4.0}, "key_dim"),
+        ({"num_heads": 2, "key_dim": 4, "dropout": 1.5}, "dropout"),
+        ({"num_heads": 4, "key_dim": 4, "num_key_value_heads": 3}, "divisible"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiHeadAttention(**kwargs)
+
+
+def test_self_attention_layer_rejects_value():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = _random(B, T, D)
+    layer(x)
+    with pytest.raises(ValueError, match="self-attention"):
+        layer(x, x)
+
+
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_layer_checklist(self_attention):
+    inputs = {"query": _random(B, T, D)}
+    if not self_attention:
+        inputs["value"] = _random(B, S, D)
+    run_layer_test(
+        MultiHeadAttention,
+        {"num_heads": H, "key_dim": DK, "dropout": 0.1},
+        inputs,
+        expected_output_shape=((B, T, D), (B, H, T, T if self_attention else S)),
+        expected_num_trainable_weights=4 if self_attention else 8,
+        expected_num_seed_generators=1,
+        call_kwargs={"return_attention_scores": True},
+        float32_outputs=(1,),
+    )

@@ -5,6 +5,7 @@ import copy
 import keras
 from keras import ops
 
+from keras_transformer.decoding.generate import generate
 from keras_transformer.layers.decoder import Decoder
 from keras_transformer.layers.encoder import Encoder
 from keras_transformer.layers.token_embedding import TokenEmbedding
@@ -332,6 +333,15 @@ class Transformer(keras.Model):
         logits = self.target_embedding.logits(outputs[0])  # (B, T, V), float32
         outputs = (logits,) + outputs[1:]
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def generate(self, source_ids, **kwargs):
+        """Translates `source_ids` by greedy or beam search.
+
+        See `keras_transformer.decoding.generate` for the arguments
+        (`max_length`, `beam_size`, `length_penalty`, `num_return_sequences`,
+        `return_scores`, `return_attention`, `jit_compile`).
+        """
+        return generate(self, source_ids, **kwargs)
 
     def call(self, inputs, training=None):
         if isinstance(inputs, dict):

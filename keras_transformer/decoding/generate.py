@@ -1,0 +1,149 @@
+"""`generate()`: greedy or beam search, compiled with XLA by default."""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_transformer.decoding.beam_search import beam_search
+from keras_transformer.decoding.greedy_search import greedy_search
+
+# The paper's maximum output length: input length + 50.
+EXTRA_LENGTH = 50
+
+
+def _check_positive(name, value):
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value}"
+        )
+
+
+def search_function(
+    model,
+    max_length,
+    beam_size=1,
+    length_penalty=0.6,
+    num_return_sequences=1,
+    return_attention=False,
+):
+    """The plain (uncompiled) search for these settings: `source_ids -> dict`.
+
+    Greedy when `beam_size == 1`, else beam search; see `generate`.
+    """
+    if beam_size == 1:
+        return lambda source_ids: greedy_search(
+            model, source_ids, max_length, return_attention=return_attention
+        )
+    return lambda source_ids: beam_search(
+        model,
+        source_ids,
+        max_length,
+        beam_size=beam_size,
+        alpha=length_penalty,
+        num_return_sequences=num_return_sequences,
+        return_attention=return_attention,
+    )
+
+
+def generate(
+    model,
+    source_ids,
+    max_length=None,
+    beam_size=1,
+    length_penalty=0.6,
+    num_return_sequences=1,
+    return_scores=False,
+    return_attention=False,
+    jit_compile=True,
+):
+    """Translates token ids with greedy (`beam_size=1`) or beam search.
+
+    The whole search is one `tf.while_loop` with a fixed-size key/value
+    cache, compiled with XLA when `jit_compile=True` (one compilation per
+    source shape and settings; compiled functions are kept on the model).
+
+    Args:
+        model: a `keras_transformer.Transformer`.
+        source_ids: int `(batch_size, source_length)` padded with `pad_id`.
+        max_length: int, the most tokens to generate. Defaults to
+            `source_length + 50`, as in the paper.
+        beam_size: int, 1 for greedy search.
+        length_penalty: float, GNMT `alpha` of beam search (0.6 in the
+            paper); greedy search does not use it.
+        num_return_sequences: int, n-best list size (`<= beam_size`).
+        return_scores: bool, also return scores (greedy: summed token
+            log-probabilities; beam: length-penalized).
+        return_attention: bool, also return the last decoder block's
+            encoder-decoder attention weights (mean over heads), e.g. for
+            alignments.
+        jit_compile: bool, compile with XLA.
+
+    Returns:
+        int32 ids `(batch_size, length)` (or `(batch_size, n, length)` when
+        `num_return_sequences > 1`), each row ending with EOS (unless cut at
+        `max_length`) and padded with `pad_id`, trimmed to the longest row.
+        With `return_scores` or `return_attention`, a dict with `"ids"` and
+        `"scores"` and/or `"attention"`.
+    """
+    source_ids = tf.convert_to_tensor(source_ids)
+    if source_ids.shape.rank != 2 or not source_ids.dtype.is_integer:
+        raise ValueError(
+            "`source_ids` must be integer ids of shape (batch_size, length). "
+            f"Received: shape={tuple(source_ids.shape)}, dtype={source_ids.dtype.name}"
+        )
+    source_ids = tf.cast(source_ids, tf.int32)
+    if max_length is None:
+        max_length = int(source_ids.shape[1]) + EXTRA_LENGTH
+    _check_positive("max_length", max_length)
+    _check_positive("beam_size", beam_size)
+    _check_positive("num_return_sequences", num_return_sequences)
+    if num_return_sequences > beam_size:
+        raise ValueError(
+            f"num_return_sequences={num_return_sequences} must be <= "
+            f"beam_size={beam_size}."
+        )
+    if 2 * beam_size > model.output_vocabulary_size:
+        raise ValueError(
+            f"beam_size={beam_size} needs a vocabulary of at least "
+            f"{2 * beam_size} tokens; the model has {model.output_vocabulary_size}."
+        )
+    if not model.built:
+        model.build()
+    key = (
+        int(max_length),
+        int(beam_size),
+        float(length_penalty),
+        int(num_return_sequences),
+        bool(return_attention),
+        bool(jit_compile),
+    )
+    functions = model.__dict__.setdefault("_generate_functions", {})
+    if key not in functions:
+        functions[key] = tf.function(
+            search_function(
+                model, key[0], key[1], key[2], key[3], return_attention=key[4]
+            ),
+            jit_compile=jit_compile,
+            reduce_retracing=True,
+            autograph=False,
+        )
+    outputs = functions[key](source_ids)
+
+    # Trim trailing columns that are padding in every row.
+    ids = outputs["ids"]
+    used = tf.reduce_any(tf.not_equal(ids, model.pad_id), axis=0)
+    while len(used.shape) > 1:
+        used = tf.reduce_any(used, axis=0)
+    length = (
+        int(tf.reduce_max(tf.where(used)[:, 0] + 1)) if bool(tf.reduce_any(used)) else 0
+    )
+    outputs = dict(outputs)
+    outputs["ids"] = ids[..., :length]
+    if "attention" in outputs:
+        outputs["attention"] = outputs["attention"][..., :length, :]
+    if num_return_sequences == 1 and beam_size > 1:
+        outputs = {name: value[:, 0] for name, value in outputs.items()}
+    if not (return_scores or return_attention):
+        return outputs["ids"]
+    if not return_scores:
+        outputs.pop("scores")
+    return outputs

@@ -1,0 +1,73 @@
+"""Greedy decoding with the fixed-size key/value cache, in one while loop."""
+
+from keras import ops
+
+from keras_transformer.decoding.utils import cross_attention_weights
+from keras_transformer.decoding.utils import start_state
+
+
+def greedy_search(model, source_ids, max_length, return_attention=False):
+    """Greedy decoding: the most probable token at every step.
+
+    The encoder runs once; its keys/values are projected once into the
+    cross-attention cache; each step feeds one token through the decoder
+    with the self-attention cache and writes the argmax. The loop stops when
+    every sentence has produced EOS, or after `max_length` tokens. All shapes
+    are fixed, so the whole function compiles with XLA.
+
+    Args:
+        model: a `keras_transformer.Transformer`.
+        source_ids: int `(batch_size, source_length)`, padded with `pad_id`.
+        max_length: int, the most tokens to generate (EOS included).
+        return_attention: bool, also return the last decoder block's
+            encoder-decoder attention weights, averaged over heads.
+
+    Returns:
+        A dict with `"ids"` int32 `(batch_size, max_length)` (EOS included
+        when produced, `pad_id` after it), `"scores"` float32
+        `(batch_size,)` (sum of token log-probabilities) and, if asked,
+        `"attention"` float32 `(batch_size, max_length, source_length)`.
+    """
+    batch_size = ops.shape(source_ids)[0]
+    state = start_state(model, source_ids, max_length, batch_size)
+    tokens = state["tokens"]  # (B, max_length + 1), BOS at 0
+    finished = ops.zeros((batch_size,), "bool")
+    scores = ops.zeros((batch_size,), "float32")
+    attention_shape = (batch_size, max_length, ops.shape(source_ids)[1])
+    attention = ops.zeros(attention_shape if return_attention else (), "float32")
+
+    def cond(index, tokens, cache, finished, scores, attention):
+        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+
+    def body(index, tokens, cache, finished, scores, attention):
+        ids = ops.slice(tokens, (0, index), (batch_size, 1))  # (B, 1)
+        logits, weights, cache = model.decode(
+            ids,
+            None,
+            source_padding_mask=state["source_mask"],
+            cache=cache,
+            cache_index=index,
+            return_attention_scores=True,
+        )
+        log_probs = ops.log_softmax(logits[:, 0], axis=-1)  # (B, V)
+        next_ids = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+        next_ids = ops.where(finished, model.pad_id, next_ids)
+        token_log_probs = ops.take_along_axis(log_probs, next_ids[:, None], axis=-1)
+        scores = scores + ops.where(finished, 0.0, token_log_probs[:, 0])
+        tokens = ops.slice_update(tokens, (0, index + 1), next_ids[:, None])
+        if return_attention:
+            step_attention = cross_attention_weights(weights)  # (B, 1, S)
+            attention = ops.slice_update(attention, (0, index, 0), step_attention)
+        finished = ops.logical_or(finished, ops.equal(next_ids, model.eos_id))
+        return index + 1, tokens, cache, finished, scores, attention
+
+    _, tokens, _, _, scores, attention = ops.while_loop(
+        cond,
+        body,
+        (ops.zeros((), "int32"), tokens, state["cache"], finished, scores, attention),
+        maximum_iterations=max_length,
+    )
+    outputs = {"ids": tokens[:, 1:], "scores": scores}
+    if return_attention:
+        outputs["attention"] = attention
+    return outputs

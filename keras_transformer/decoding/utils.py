@@ -1,0 +1,51 @@
+"""Pieces shared by greedy and beam search."""
+
+from keras import ops
+
+
+def start_state(model, source_ids, max_length, batch_size, beam_size=1):
+    """Encodes once and prepares the decoding state.
+
+    With `beam_size > 1`, each sentence's encoder output is repeated
+    `beam_size` times (beams of one sentence are adjacent) before the
+    cross-attention keys/values are projected.
+
+    Returns:
+        dict with `"tokens"` int32 `(batch_size * beam_size, max_length + 1)`
+        (BOS, then padding), `"cache"` (see `Transformer.init_cache`) and
+        `"source_mask"` bool `(batch_size * beam_size, source_length)`.
+    """
+    source_ids = ops.cast(source_ids, "int32")
+    encoder_outputs = model.encode(source_ids, training=False)
+    source_mask = ops.not_equal(source_ids, model.pad_id)
+    if beam_size > 1:
+        encoder_outputs = ops.repeat(encoder_outputs, beam_size, axis=0)
+        source_mask = ops.repeat(source_mask, beam_size, axis=0)
+    rows = batch_size * beam_size
+    tokens = ops.concatenate(
+        [
+            ops.full((rows, 1), model.bos_id, "int32"),
+            ops.full((rows, max_length), model.pad_id, "int32"),
+        ],
+        axis=1,
+    )
+    cache = model.init_cache(encoder_outputs, max_length)
+    return {"tokens": tokens, "cache": cache, "source_mask": source_mask}
+
+
+def cross_attention_weights(decoder_scores):
+    """Last decoder block's encoder-decoder weights, mean over heads.
+
+    Args:
+        decoder_scores: the per-block list returned by the decoder with
+            `return_attention_scores=True`.
+
+    Returns:
+        float32 `(batch, query_length, source_length)`.
+    """
+    return ops.mean(decoder_scores[-1]["cross_attention"], axis=1)
+
+
+def length_penalty(length, alpha):
+    """GNMT length penalty `((5 + length) / 6) ** alpha` (Wu et al., 2016)."""
+    return ops.power((5.0 + ops.cast(length, "float32")) / 6.0, alpha)

@@ -1,0 +1,184 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_transformer import Transformer
+from keras_transformer.decoding import beam_search
+from keras_transformer.decoding import greedy_search
+from keras_transformer.special_tokens import BOS_ID
+from keras_transformer.special_tokens import EOS_ID
+from keras_transformer.special_tokens import PAD_ID
+
+VOCAB = 24
+SOURCE = np.array([[5, 6, 7, 8, 9, 3], [10, 11, 12, 3, 0, 0], [13, 3, 0, 0, 0, 0]])
+
+
+def _copy_batches(rng, count=64, max_len=6):
+    """Copy task: target = source tokens; a tiny model learns it quickly."""
+    lengths = rng.integers(1, max_len, count)
+    source = np.zeros((count, max_len + 1), "int32")
+    target_in = np.zeros((count, max_len + 1), "int32")
+    target_out = np.zeros((count, max_len + 1), "int32")
+    for row, length in enumerate(lengths):
+        tokens = rng.integers(4, VOCAB, length)
+        source[row, : length + 1] = [*tokens, EOS_ID]
+        target_in[row, : length + 1] = [BOS_ID, *tokens]
+        target_out[row, : length + 1] = [*tokens, EOS_ID]
+    return {"source": source, "target": target_in}, target_out
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    keras.utils.set_random_seed(7)
+    model = Transformer(
+        vocabulary_size=VOCAB, num_layers=2, d_model=32, num_heads=4, d_ff=64,
+        dropout=0.0,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    inputs, targets = _copy_batches(rng, count=2048)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(inputs, targets, batch_size=64, epochs=4, verbose=0)
+    return model
+
+
+def _reference_greedy(model, source, max_length):
+    """No cache: re-runs the full model on the whole prefix at every step."""
+    prefix = np.full((len(source), 1), BOS_ID, "int32")
+    finished = np.zeros(len(source), bool)
+    for _ in range(max_length):
+        logits = np.asarray(model({"source": source, "target": prefix}))
+        next_ids = np.where(finished, PAD_ID, logits[:, -1].argmax(-1))
+        prefix = np.concatenate([prefix, next_ids[:, None]], axis=1)
+        finished |= next_ids == EOS_ID
+        if finished.all():
+            break
+    return prefix[:, 1:]
+
+
+def _sequence_log_prob(model, source, ids):
+    """Teacher-forced log P(ids | source), summed up to and including EOS."""
+    target_in = np.concatenate([np.full((len(ids), 1), BOS_ID), ids[:, :-1]], 1)
+    logits = np.asarray(model({"source": source, "target": target_in}), "float64")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    token = np.take_along_axis(log_probs, ids[..., None], -1)[..., 0]
+    return (token * (ids != PAD_ID)).sum(-1)
+
+
+def _gnmt(length, alpha=0.6):
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@pytest.mark.parametrize("untrained", [False, True])
+def test_cached_greedy_equals_no_cache_reference(trained_model, untrained):
+    model = trained_model
+    if untrained:
+        model = Transformer(vocabulary_size=VOCAB, num_layers=2, d_model=16,
+                            num_heads=2, d_ff=32)  # fmt: skip
+    expected = _reference_greedy(model, SOURCE, max_length=9)
+    actual = np.asarray(model.generate(SOURCE, max_length=9))
+    width = max(expected.shape[1], actual.shape[1])
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])))
+    np.testing.assert_array_equal(pad(actual), pad(expected))
+
+
+def test_trained_model_copies(trained_model):
+    ids = np.asarray(trained_model.generate(SOURCE))
+    np.testing.assert_array_equal(ids[0, :6], SOURCE[0])
+    np.testing.assert_array_equal(ids[1, :4], SOURCE[1, :4])
+    assert (ids[1, 4:] == PAD_ID).all()
+
+
+def test_beam_of_one_equals_greedy(trained_model):
+    source = keras.ops.convert_to_tensor(SOURCE, "int32")
+    greedy = greedy_search(trained_model, source, 10)
+    beam = beam_search(trained_model, source, 10, beam_size=1, alpha=0.0)
+    np.testing.assert_array_equal(beam["ids"][:, 0], greedy["ids"])
+    np.testing.assert_allclose(beam["scores"][:, 0], greedy["scores"], atol=1e-4)
+
+
+def test_beam_search_is_at_least_as_probable_as_greedy(trained_model):
+    rng = np.random.default_rng(3)
+    inputs, _ = _copy_batches(rng, count=16)
+    source = inputs["source"]
+    greedy = np.asarray(trained_model.generate(source, max_length=10))
+    beam = trained_model.generate(
+        source, max_length=10, beam_size=4, return_scores=True
+    )
+    greedy_lengths = (greedy != PAD_ID).sum(-1)
+    greedy_scores = _sequence_log_prob(trained_model, source, greedy) / _gnmt(
+        greedy_lengths
+    )
+    assert np.all(np.asarray(beam["scores"]) >= greedy_scores - 1e-4)
+    # The beam's own score is its sequence's length-penalized log-probability.
+    beam_ids = np.asarray(beam["ids"])
+    rescored = _sequence_log_prob(trained_model, source, beam_ids) / _gnmt(
+        (beam_ids != PAD_ID).sum(-1)
+    )
+    np.testing.assert_allclose(beam["scores"], rescored, atol=1e-3)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_xla_and_eager_graph_agree(trained_model, beam_size):
+    kwargs = dict(max_length=8, beam_size=beam_size, return_scores=True)
+    xla = trained_model.generate(SOURCE, jit_compile=True, **kwargs)
+    graph = trained_model.generate(SOURCE, jit_compile=False, **kwargs)
+    np.testing.assert_array_equal(xla["ids"], graph["ids"])
+    np.testing.assert_allclose(xla["scores"], graph["scores"], atol=1e-4)
+
+
+def test_n_best_is_sorted_and_distinct(trained_model):
+    out = trained_model.generate(
+        SOURCE, beam_size=4, num_return_sequences=3, return_scores=True
+    )
+    scores = np.asarray(out["scores"])
+    assert out["ids"].shape[:2] == (3, 3)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    ids = np.asarray(out["ids"])
+    for row in ids:
+        assert len({tuple(r) for r in row}) == 3
+
+
+def test_attention_weights_for_alignment(trained_model):
+    out = trained_model.generate(SOURCE, return_attention=True)
+    attention, ids = np.asarray(out["attention"]), np.asarray(out["ids"])
+    assert attention.shape == ids.shape + (SOURCE.shape[1],)
+    real = ids != PAD_ID
+    np.testing.assert_allclose(attention.sum(-1)[real], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(attention[1][:, 4:], 0.0)  # source padding
+    beam = trained_model.generate(SOURCE, beam_size=3, return_attention=True)
+    assert beam["attention"].shape == beam["ids"].shape + (SOURCE.shape[1],)
+
+
+def test_default_max_length_is_source_plus_50():
+    model = Transformer(vocabulary_size=VOCAB, num_layers=1, d_model=16,
+                        num_heads=2, d_ff=32)  # fmt: skip
+    out = model.generate(SOURCE[:1, :2], jit_compile=False, return_scores=True)
+    assert out["ids"].shape[1] <= 52
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beam_size": 0}, "beam_size"),
+        ({"beam_size": 2, "num_return_sequences": 3}, "num_return_sequences=3"),
+        ({"beam_size": 20}, "vocabulary"),
+        ({"max_length": -1}, "max_length"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    model = Transformer(vocabulary_size=VOCAB, num_layers=1, d_model=16,
+                        num_heads=2, d_ff=32)  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        model.generate(SOURCE, **kwargs)
+
+
+def test_rejects_bad_source():
+    model = Transformer(vocabulary_size=VOCAB, num_layers=1, d_model=16,
+                        num_heads=2, d_ff=32)  # fmt: skip
+    with pytest.raises(ValueError, match="integer ids"):
+        model.generate(SOURCE.astype("float32"))
+    with pytest.raises(ValueError, match="integer ids"):
+        model.generate(SOURCE[0])

@@ -5,6 +5,7 @@ from keras import ops
 from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import length_penalty
 from keras_transformer.decoding.utils import start_state
+from keras_transformer.layers.utils import dynamic_update
 
 # Score of impossible hypotheses (dead beams, empty finished slots). A large
 # finite number, so no arithmetic on it produces NaN.
@@ -117,7 +118,7 @@ def beam_search(
         top_beams = top_indices // vocabulary
         top_tokens = ops.cast(top_indices % vocabulary, "int32")
         top_seq = _gather_beams(alive_seq, top_beams)  # (B, 2K, L + 1)
-        top_seq = ops.slice_update(top_seq, (0, 0, index + 1), top_tokens[:, :, None])
+        top_seq = dynamic_update(top_seq, top_tokens[:, :, None], index + 1, axis=2)
         top_is_eos = ops.equal(top_tokens, model.eos_id)
         top_scores = top_log_probs / length_penalty(index + 1, alpha)
         if return_attention:
@@ -125,10 +126,8 @@ def beam_search(
                 cross_attention_weights(weights), (batch_size, K, source_length)
             )
             top_attention = _gather_beams(alive_attention, top_beams)
-            top_attention = ops.slice_update(
-                top_attention,
-                (0, 0, index, 0),
-                _gather_beams(step, top_beams)[:, :, None],
+            top_attention = dynamic_update(
+                top_attention, _gather_beams(step, top_beams)[:, :, None], index, axis=2
             )
 
         # Alive: the K best extensions that did not end.

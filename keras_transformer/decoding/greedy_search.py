@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import start_state
+from keras_transformer.layers.utils import dynamic_update
 
 
 def greedy_search(model, source_ids, max_length, return_attention=False):
@@ -54,10 +55,10 @@ def greedy_search(model, source_ids, max_length, return_attention=False):
         next_ids = ops.where(finished, model.pad_id, next_ids)
         token_log_probs = ops.take_along_axis(log_probs, next_ids[:, None], axis=-1)
         scores = scores + ops.where(finished, 0.0, token_log_probs[:, 0])
-        tokens = ops.slice_update(tokens, (0, index + 1), next_ids[:, None])
+        tokens = dynamic_update(tokens, next_ids[:, None], index + 1, axis=1)
         if return_attention:
             step_attention = cross_attention_weights(weights)  # (B, 1, S)
-            attention = ops.slice_update(attention, (0, index, 0), step_attention)
+            attention = dynamic_update(attention, step_attention, index, axis=1)
         finished = ops.logical_or(finished, ops.equal(next_ids, model.eos_id))
         return index + 1, tokens, cache, finished, scores, attention
 

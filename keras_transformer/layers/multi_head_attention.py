@@ -10,6 +10,7 @@ from keras_transformer.layers.masking import merge_masks
 from keras_transformer.layers.utils import check_positive_int
 from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
+from keras_transformer.layers.utils import dynamic_update
 
 # Masked scores are replaced (not offset) by this float32 value before softmax.
 _MASKED_SCORE = -1e9
@@ -241,12 +242,8 @@ class MultiHeadAttention(keras.layers.Layer):
                         "A key/value cache needs value_dim == key_dim. Received: "
                         f"key_dim={dk}, value_dim={dv}"
                     )
-                cache_index = ops.cast(cache_index, "int32")
-                zero = ops.zeros((), "int32")
-                update = ops.cast(ops.stack([k, v], axis=1), cache.dtype)
-                cache = ops.slice_update(
-                    cache, (zero, zero, cache_index, zero, zero), update
-                )
+                update = ops.stack([k, v], axis=1)  # (B, 2, T, Hkv, dk)
+                cache = dynamic_update(cache, update, cache_index, axis=2)
                 k, v = cache[:, 0], cache[:, 1]  # (B, S_max, Hkv, dk)
             return q, k, v, cache
         if value is None and cache is None:

@@ -1,0 +1,131 @@
+"""A self-contained translator: strings in, strings out, servable by TF Serving."""
+
+import tensorflow as tf
+
+from keras_transformer.decoding.generate import EXTRA_LENGTH
+from keras_transformer.decoding.generate import search_function
+from keras_transformer.text.subword_tokenizer import sanitize_utf8
+
+
+class Translator(tf.Module):
+    """Tokenize -> generate -> detokenize, all inside one TensorFlow graph.
+
+    The translator holds the model's variables and the SentencePiece models,
+    so a SavedModel of it needs nothing but `tensorflow` and
+    `tensorflow_text` to run (and stock TF Serving, which links the
+    tensorflow-text kernels, can serve it).
+
+    Input handling, per sentence of the batch:
+
+    - invalid UTF-8 bytes are replaced by U+FFFD before tokenizing (never an
+      error, never a crash of the server);
+    - an empty (or all-whitespace) sentence translates to the empty string;
+    - a sentence longer than `max_input_tokens` subword tokens (EOS
+      included) is truncated to that many tokens;
+    - generation stops at EOS or `max_extra_length` tokens past the longest
+      (possibly truncated) source of the batch.
+
+    Args:
+        model: a trained `keras_transformer.Transformer`.
+        source_tokenizer: `keras_transformer.text.SubwordTokenizer` of the
+            source language.
+        target_tokenizer: tokenizer of the target language (may be the same
+            object).
+        beam_size: int, beam size of `translate` (1 = greedy).
+        length_penalty: float, GNMT alpha of beam search.
+        max_input_tokens: int, source tokens kept per sentence.
+        max_extra_length: int, the paper's "input length + 50".
+        append_eos: bool, whether source ids end with EOS (as in training).
+
+    Example:
+
+    ```python
+    translator = Translator(model, tokenizer, tokenizer, beam_size=4)
+    translator.translate(tf.constant(["four hundred"]))["translations"]
+    translator.save("export/1")
+    ```
+    """
+
+    def __init__(
+        self,
+        model,
+        source_tokenizer,
+        target_tokenizer,
+        beam_size=4,
+        length_penalty=0.6,
+        max_input_tokens=256,
+        max_extra_length=EXTRA_LENGTH,
+        append_eos=True,
+    ):
+        super().__init__(name="translator")
+        for name, value in (
+            ("beam_size", beam_size),
+            ("max_input_tokens", max_input_tokens),
+            ("max_extra_length", max_extra_length),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer. Received: {value}"
+                )
+        if not model.built:
+            model.build()
+        self.model = model
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.beam_size = beam_size
+        self.length_penalty = length_penalty
+        self.max_input_tokens = max_input_tokens
+        self.max_extra_length = max_extra_length
+        self.append_eos = append_eos
+        signature = tf.TensorSpec([None], tf.string, name="sentences")
+        self.translate = tf.function(
+            lambda sentences: self._translate(sentences, self.beam_size),
+            input_signature=[signature],
+            autograph=False,
+        )
+        self.translate_greedy = tf.function(
+            lambda sentences: self._translate(sentences, 1),
+            input_signature=[signature],
+            autograph=False,
+        )
+
+    def _encode(self, sentences):
+        """Strings `(B,)` -> int32 ids `(B, S)` padded with 0, and emptiness."""
+        sentences = sanitize_utf8(sentences)
+        empty = tf.equal(tf.strings.length(tf.strings.strip(sentences)), 0)
+        ids = tf.cast(self.source_tokenizer.tokenize(sentences), tf.int32)
+        keep = self.max_input_tokens - int(self.append_eos)
+        ids = ids[:, :keep]
+        if self.append_eos:
+            eos = tf.fill([ids.nrows(), 1], tf.constant(self.model.eos_id, tf.int32))
+            ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
+        return ids.to_tensor(default_value=self.model.pad_id), empty
+
+    def _translate(self, sentences, beam_size):
+        source_ids, empty = self._encode(sentences)
+        max_length = tf.shape(source_ids)[1] + self.max_extra_length
+        search = search_function(
+            self.model,
+            max_length,
+            beam_size=beam_size,
+            length_penalty=self.length_penalty,
+        )
+        outputs = search(source_ids)
+        ids, scores = outputs["ids"], outputs["scores"]
+        if beam_size > 1:
+            ids, scores = ids[:, 0], scores[:, 0]
+        translations = self.target_tokenizer.detokenize(ids)
+        translations = tf.where(empty, tf.constant(""), translations)
+        return {"translations": translations, "scores": scores}
+
+    def __call__(self, sentences):
+        """Translates a list (or 1-D tensor) of strings; returns `list[str]`."""
+        outputs = self.translate(tf.constant(sentences, tf.string))
+        return [t.decode("utf-8") for t in outputs["translations"].numpy()]
+
+    def signatures(self):
+        """The SavedModel signatures: `serving_default` and `translate_greedy`."""
+        return {
+            "serving_default": self.translate.get_concrete_function(),
+            "translate_greedy": self.translate_greedy.get_concrete_function(),
+        }

@@ -106,6 +106,11 @@ def generate(
             f"beam_size={beam_size} needs a vocabulary of at least "
             f"{2 * beam_size} tokens; the model has {model.output_vocabulary_size}."
         )
+    if model.position_encoding == "learned" and max_length > model.max_positions:
+        raise ValueError(
+            f"max_length={max_length} exceeds the {model.max_positions} learned "
+            "positions of this model; pass a smaller `max_length`."
+        )
     if not model.built:
         model.build()
     key = (

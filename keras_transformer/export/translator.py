@@ -67,6 +67,9 @@ class Translator(tf.Module):
                 raise ValueError(
                     f"`{name}` must be a positive integer. Received: {value}"
                 )
+        if model.position_encoding == "learned":
+            # Learned positions stop at max_positions: clamp both lengths.
+            max_input_tokens = min(max_input_tokens, model.max_positions)
         if not model.built:
             model.build()
         self.model = model
@@ -104,6 +107,8 @@ class Translator(tf.Module):
     def _translate(self, sentences, beam_size):
         source_ids, empty = self._encode(sentences)
         max_length = tf.shape(source_ids)[1] + self.max_extra_length
+        if self.model.position_encoding == "learned":
+            max_length = tf.minimum(max_length, self.model.max_positions)
         search = search_function(
             self.model,
             max_length,

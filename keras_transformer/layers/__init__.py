@@ -4,6 +4,9 @@ from keras_transformer.layers.decoder import Decoder
 from keras_transformer.layers.decoder_block import DecoderBlock
 from keras_transformer.layers.encoder import Encoder
 from keras_transformer.layers.encoder_block import EncoderBlock
+from keras_transformer.layers.learned_positional_embedding import (
+    LearnedPositionalEmbedding,
+)
 from keras_transformer.layers.multi_head_attention import MultiHeadAttention
 from keras_transformer.layers.positionwise_feed_forward import PositionwiseFeedForward
 from keras_transformer.layers.sinusoidal_positional_encoding import (
@@ -16,6 +19,7 @@ __all__ = [
     "DecoderBlock",
     "Encoder",
     "EncoderBlock",
+    "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "PositionwiseFeedForward",
     "SinusoidalPositionalEncoding",

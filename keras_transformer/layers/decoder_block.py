@@ -71,7 +71,9 @@ class DecoderBlock(TransformerBlockBase):
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         d_model = decoder_sequence_shape[-1]
         check_heads(d_model, self.num_heads, self.key_dim)
-        self.self_attention = self._attention("self_attention", d_model)
+        self.self_attention = self._attention(
+            "self_attention", d_model, positional=True
+        )
         self.self_attention.build(decoder_sequence_shape)
         self.self_attention_layer_norm = self._layer_norm(
             "self_attention_layer_norm", decoder_sequence_shape

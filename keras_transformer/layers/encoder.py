@@ -33,7 +33,15 @@ class Encoder(TransformerStackBase):
         normalize_first: bool, pre-LN blocks and a final LayerNorm.
         layer_norm_epsilon: float.
         num_key_value_heads: int, see `MultiHeadAttention`.
-        max_wavelength: float, of the sinusoidal positional encoding.
+        position_encoding: how positions enter the model: `"sinusoidal"`
+            (the paper, default), `"learned"` (a trained vector per position,
+            up to `max_positions`), `"rotary"` (RoPE applied to queries and
+            keys in every self-attention layer) or `"relative"` (Shaw et al.
+            2018 relative position representations clipped at
+            `max_relative_position`, in every self-attention layer).
+        max_wavelength: float, base of the sinusoidal and rotary encodings.
+        max_relative_position: int, Shaw et al.'s clipping distance `k`.
+        max_positions: int, table size of learned positions.
         pad_id: int, padding id of the token inputs.
         kernel_initializer: initializer of all kernels.
         **kwargs: base layer keyword arguments.

@@ -26,6 +26,10 @@ class EncoderBlock(TransformerBlockBase):
         normalize_first: bool, pre-LN instead of the paper's post-LN.
         layer_norm_epsilon: float.
         num_key_value_heads: int, see `MultiHeadAttention`.
+        rotary_max_wavelength: float or `None`, rotary position embeddings in
+            the self-attention, see `MultiHeadAttention`.
+        max_relative_position: int or `None`, relative position
+            representations in the self-attention, see `MultiHeadAttention`.
         kernel_initializer: initializer of all kernels.
         bias_initializer: initializer of all biases.
         **kwargs: base layer keyword arguments.
@@ -59,7 +63,9 @@ class EncoderBlock(TransformerBlockBase):
     def build(self, inputs_shape):
         d_model = inputs_shape[-1]
         check_heads(d_model, self.num_heads, self.key_dim)
-        self.self_attention = self._attention("self_attention", d_model)
+        self.self_attention = self._attention(
+            "self_attention", d_model, positional=True
+        )
         self.self_attention.build(inputs_shape)
         self.self_attention_layer_norm = self._layer_norm(
             "self_attention_layer_norm", inputs_shape

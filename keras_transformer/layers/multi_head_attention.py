@@ -7,6 +7,9 @@ from keras import ops
 
 from keras_transformer.layers.masking import causal_mask
 from keras_transformer.layers.masking import merge_masks
+from keras_transformer.layers.sinusoidal_positional_encoding import (
+    SinusoidalPositionalEncoding,
+)
 from keras_transformer.layers.utils import check_positive_int
 from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
@@ -58,6 +61,13 @@ class MultiHeadAttention(keras.layers.Layer):
             means `num_heads` (standard multi-head attention); 1 gives
             multi-query attention and `1 < k < num_heads` grouped-query
             attention (Ainslie et al., 2023). Must divide `num_heads`.
+        rotary_max_wavelength: float or `None`. When set, self-attention
+            rotates queries and keys by their positions (RoPE, Su et al.,
+            2021) with this base (10000 in RoFormer), so scores depend on
+            relative positions only. `key_dim` must be even.
+        max_relative_position: int or `None`. When set, self-attention adds
+            learned relative position representations for the clipped
+            distances `-k..k` to keys and values (Shaw et al., 2018).
         kernel_initializer: initializer of the projection kernels.
         bias_initializer: initializer of the projection biases.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
@@ -100,6 +110,8 @@ class MultiHeadAttention(keras.layers.Layer):
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762), 3.2.
         - [Shazeer, 2019](https://arxiv.org/abs/1911.02150) (multi-query).
         - [Ainslie et al., 2023](https://arxiv.org/abs/2305.13245) (GQA).
+        - [Su et al., 2021](https://arxiv.org/abs/2104.09864) (RoPE).
+        - [Shaw et al., 2018](https://arxiv.org/abs/1803.02155) (relative).
     """
 
     def __init__(
@@ -111,6 +123,8 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias=True,
         output_dim=None,
         num_key_value_heads=None,
+        rotary_max_wavelength=None,
+        max_relative_position=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
@@ -129,6 +143,19 @@ class MultiHeadAttention(keras.layers.Layer):
                     f"num_heads={num_heads} is not divisible by "
                     f"num_key_value_heads={num_key_value_heads}."
                 )
+        if rotary_max_wavelength is not None:
+            if key_dim % 2:
+                raise ValueError(
+                    f"Rotary embeddings rotate pairs of dimensions: key_dim={key_dim} "
+                    "must be even."
+                )
+            if rotary_max_wavelength <= 1:
+                raise ValueError(
+                    "`rotary_max_wavelength` must be > 1. "
+                    f"Received: rotary_max_wavelength={rotary_max_wavelength}"
+                )
+        if max_relative_position is not None:
+            check_positive_int("max_relative_position", max_relative_position)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.key_dim = key_dim
@@ -137,6 +164,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.use_bias = use_bias
         self.output_dim = output_dim
         self.num_key_value_heads = num_key_value_heads
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.max_relative_position = max_relative_position
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
@@ -177,6 +206,20 @@ class MultiHeadAttention(keras.layers.Layer):
             self.query_dense = self._dense(q_units, "query", query_dim)
             self.key_dense = self._dense(k_units, "key", key_shape[-1])
             self.value_dense = self._dense(v_units, "value", value_shape[-1])
+        if self.max_relative_position is not None and self.is_self_attention:
+            # Shaw et al. (2018): one vector per clipped distance, shared by
+            # the heads, for the keys (a^K) and for the values (a^V).
+            distances = 2 * self.max_relative_position + 1
+            self.relative_key_embeddings = self.add_weight(
+                name="relative_key_embeddings",
+                shape=(distances, self.key_dim),
+                initializer=clone_initializer(self.kernel_initializer),
+            )
+            self.relative_value_embeddings = self.add_weight(
+                name="relative_value_embeddings",
+                shape=(distances, self._value_dim),
+                initializer=clone_initializer(self.kernel_initializer),
+            )
         self.output_dense = self._dense(
             self.output_dim or query_dim,
             "attention_output",
@@ -185,6 +228,10 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="attention_dropout"
         )
+        if self.rotary_max_wavelength is not None:
+            self._rotary_table = SinusoidalPositionalEncoding(
+                self.rotary_max_wavelength, dtype=self.dtype_policy, name="rotary"
+            )
         self.built = True
 
     def _split_heads(self, x, num_heads, head_dim):
@@ -231,6 +278,10 @@ class MultiHeadAttention(keras.layers.Layer):
             q = self._split_heads(q, H, dk)
             k = self._split_heads(k, Hkv, dk)
             v = self._split_heads(v, Hkv, dv)
+            if self.rotary_max_wavelength is not None:
+                offset = 0 if cache_index is None else cache_index
+                q = self._rotate(q, offset)
+                k = self._rotate(k, offset)
             if cache is not None:
                 if cache_index is None:
                     raise ValueError(
@@ -259,6 +310,36 @@ class MultiHeadAttention(keras.layers.Layer):
             k = self._split_heads(self.key_dense(key), Hkv, dk)
             v = self._split_heads(self.value_dense(value), Hkv, dv)
         return q, k, v, cache
+
+    def _rotate(self, x, offset):
+        """Rotary position embedding of `x` `(B, T, heads, d)` (Su et al.).
+
+        Each pair of dimensions `(2i, 2i + 1)` at position `p` is rotated by
+        the angle `p * max_wavelength^(-2i / d)`. The sines and cosines come
+        from `SinusoidalPositionalEncoding`, which computes exactly these
+        angles in float32 (sine on even, cosine on odd dimensions).
+        """
+        head_dim = x.shape[-1]
+        table = self._rotary_table(
+            ops.zeros((ops.shape(x)[1], head_dim), "float32"), start_index=offset
+        )  # (T, d): sin at 2i, cos at 2i + 1
+        sin = table[None, :, None, 0::2]  # (1, T, 1, d / 2)
+        cos = table[None, :, None, 1::2]
+        x = ops.cast(x, "float32")
+        even, odd = x[..., 0::2], x[..., 1::2]
+        rotated = ops.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
+        return ops.cast(ops.reshape(rotated, ops.shape(x)), self.compute_dtype)
+
+    def _relative_positions(self, query_length, key_length, offset):
+        """Clipped `key - query` distances `(T, S)` as embedding indices."""
+        query_positions = ops.arange(query_length, dtype="int32") + ops.cast(
+            offset, "int32"
+        )
+        distance = (
+            ops.arange(key_length, dtype="int32")[None, :] - query_positions[:, None]
+        )
+        k = self.max_relative_position
+        return ops.clip(distance, -k, k) + k
 
     def call(
         self,
@@ -296,9 +377,15 @@ class MultiHeadAttention(keras.layers.Layer):
         elif causal:
             causal_part = causal_mask(query_length, key_length)
         mask = merge_masks(attention_mask, query_mask, value_mask, causal_part)
+        relative = None
+        if self.max_relative_position is not None and self.is_self_attention:
+            relative = self._relative_positions(
+                query_length, key_length, 0 if cache_index is None else cache_index
+            )  # (T, S)
 
         # Scores in float32: (B, H, T, S).
         q = q * ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype)
+        q_heads = q  # (B, T, H, dk)
         groups = self.num_heads // self._kv_heads
         if groups == 1:
             scores = ops.einsum("bthd,bshd->bhts", q, k)
@@ -311,6 +398,11 @@ class MultiHeadAttention(keras.layers.Layer):
             scores = ops.reshape(
                 scores, (batch_size, self.num_heads, query_length, key_length)
             )
+        if relative is not None:  # q_i . a^K_ij (Shaw et al., eq. 4)
+            relative_keys = ops.take(
+                ops.cast(self.relative_key_embeddings, q.dtype), relative, axis=0
+            )  # (T, S, dk)
+            scores = scores + ops.einsum("bthd,tsd->bhts", q_heads, relative_keys)
         scores = ops.cast(scores, "float32")
         if mask is not None:
             scores = ops.where(mask, scores, _MASKED_SCORE)
@@ -330,6 +422,14 @@ class MultiHeadAttention(keras.layers.Layer):
                 probs, (batch_size, self._kv_heads, groups, query_length, key_length)
             )
             context = ops.einsum("bkgts,bskd->btkgd", probs_g, v)
+        if relative is not None:  # sum_j alpha_ij a^V_ij (Shaw et al., eq. 3)
+            relative_values = ops.take(
+                ops.cast(self.relative_value_embeddings, probs.dtype), relative, axis=0
+            )  # (T, S, dv)
+            context = ops.reshape(
+                context,
+                (ops.shape(probs)[0], query_length, self.num_heads, self._value_dim),
+            ) + ops.einsum("bhts,tsd->bthd", probs, relative_values)
         # Concatenate heads: (B, T, H * dv), then W_O.
         context = ops.reshape(
             context,
@@ -387,6 +487,8 @@ class MultiHeadAttention(keras.layers.Layer):
                 "use_bias": self.use_bias,
                 "output_dim": self.output_dim,
                 "num_key_value_heads": self.num_key_value_heads,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
+                "max_relative_position": self.max_relative_position,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),

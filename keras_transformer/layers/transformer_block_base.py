@@ -29,6 +29,8 @@ class TransformerBlockBase(keras.layers.Layer):
         normalize_first=False,
         layer_norm_epsilon=1e-6,
         num_key_value_heads=None,
+        rotary_max_wavelength=None,
+        max_relative_position=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
@@ -54,6 +56,8 @@ class TransformerBlockBase(keras.layers.Layer):
         self.normalize_first = normalize_first
         self.layer_norm_epsilon = layer_norm_epsilon
         self.num_key_value_heads = num_key_value_heads
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.max_relative_position = max_relative_position
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
@@ -75,12 +79,15 @@ class TransformerBlockBase(keras.layers.Layer):
     def _dropout(self, name):
         return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
 
-    def _attention(self, name, d_model):
+    def _attention(self, name, d_model, positional=False):
+        """An attention sub-layer; `positional` ones get RoPE/relative options."""
         return MultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=self.key_dim or d_model // self.num_heads,
             dropout=self.attention_dropout,
             num_key_value_heads=self.num_key_value_heads,
+            rotary_max_wavelength=self.rotary_max_wavelength if positional else None,
+            max_relative_position=self.max_relative_position if positional else None,
             name=name,
             **self._sublayer_kwargs(),
         )
@@ -119,6 +126,8 @@ class TransformerBlockBase(keras.layers.Layer):
                 "normalize_first": self.normalize_first,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "num_key_value_heads": self.num_key_value_heads,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
+                "max_relative_position": self.max_relative_position,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),

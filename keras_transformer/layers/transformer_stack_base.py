@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+from keras_transformer.layers.learned_positional_embedding import (
+    LearnedPositionalEmbedding,
+)
 from keras_transformer.layers.sinusoidal_positional_encoding import (
     SinusoidalPositionalEncoding,
 )
@@ -12,6 +15,8 @@ from keras_transformer.layers.utils import check_positive_int
 from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
 from keras_transformer.special_tokens import PAD_ID
+
+POSITION_ENCODINGS = ("sinusoidal", "learned", "rotary", "relative")
 
 
 class TransformerStackBase(keras.layers.Layer):
@@ -36,7 +41,10 @@ class TransformerStackBase(keras.layers.Layer):
         normalize_first=False,
         layer_norm_epsilon=1e-6,
         num_key_value_heads=None,
+        position_encoding="sinusoidal",
         max_wavelength=10000,
+        max_relative_position=16,
+        max_positions=1024,
         pad_id=PAD_ID,
         kernel_initializer="glorot_uniform",
         **kwargs,
@@ -52,6 +60,11 @@ class TransformerStackBase(keras.layers.Layer):
         if d_model is not None:
             check_positive_int("d_model", d_model)
             check_heads(d_model, num_heads)
+        if position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"`position_encoding` must be one of {POSITION_ENCODINGS}. "
+                f"Received: position_encoding={position_encoding!r}"
+            )
         super().__init__(**kwargs)
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -65,7 +78,10 @@ class TransformerStackBase(keras.layers.Layer):
         self.normalize_first = normalize_first
         self.layer_norm_epsilon = layer_norm_epsilon
         self.num_key_value_heads = num_key_value_heads
+        self.position_encoding = position_encoding
         self.max_wavelength = max_wavelength
+        self.max_relative_position = max_relative_position
+        self.max_positions = max_positions
         self.pad_id = pad_id
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True
@@ -81,6 +97,14 @@ class TransformerStackBase(keras.layers.Layer):
             "normalize_first": self.normalize_first,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "num_key_value_heads": self.num_key_value_heads,
+            "rotary_max_wavelength": (
+                self.max_wavelength if self.position_encoding == "rotary" else None
+            ),
+            "max_relative_position": (
+                self.max_relative_position
+                if self.position_encoding == "relative"
+                else None
+            ),
             "kernel_initializer": clone_initializer(self.kernel_initializer),
             "dtype": self.dtype_policy,
         }
@@ -105,9 +129,17 @@ class TransformerStackBase(keras.layers.Layer):
                     f"Received shape: {hidden_shape}"
                 )
             check_heads(hidden_shape[-1], self.num_heads)
-        self.position_encoding = SinusoidalPositionalEncoding(
-            self.max_wavelength, dtype=self.dtype_policy, name="position_encoding"
-        )
+        # Rotary and relative positions live in the attention layers.
+        self.position_embedding = None
+        if self.position_encoding == "sinusoidal":
+            self.position_embedding = SinusoidalPositionalEncoding(
+                self.max_wavelength, dtype=self.dtype_policy, name="position_encoding"
+            )
+        elif self.position_encoding == "learned":
+            self.position_embedding = LearnedPositionalEmbedding(
+                self.max_positions, dtype=self.dtype_policy, name="position_embedding"
+            )
+            self.position_embedding.build(hidden_shape)
         self.embedding_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
@@ -135,9 +167,10 @@ class TransformerStackBase(keras.layers.Layer):
             if padding_mask is None:
                 padding_mask = getattr(inputs, "_keras_mask", None)
             x = inputs
-        # Add the float32 positional encoding in float32, then cast back.
-        position = self.position_encoding(x, start_index=start_index)
-        x = ops.cast(ops.cast(x, "float32") + position, self.compute_dtype)
+        if self.position_embedding is not None:
+            # Add the float32 positions in float32, then cast back.
+            position = self.position_embedding(x, start_index=start_index)
+            x = ops.cast(ops.cast(x, "float32") + position, self.compute_dtype)
         return self.embedding_dropout(x, training=training), padding_mask
 
     def get_config(self):
@@ -156,7 +189,10 @@ class TransformerStackBase(keras.layers.Layer):
                 "normalize_first": self.normalize_first,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "num_key_value_heads": self.num_key_value_heads,
+                "position_encoding": self.position_encoding,
                 "max_wavelength": self.max_wavelength,
+                "max_relative_position": self.max_relative_position,
+                "max_positions": self.max_positions,
                 "pad_id": self.pad_id,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer

@@ -75,8 +75,13 @@ class Transformer(keras.Model):
         activation: feed-forward activation.
         normalize_first: bool, pre-LN blocks (and final LayerNorms).
         layer_norm_epsilon: float.
-        num_key_value_heads: int, see `MultiHeadAttention`.
-        max_wavelength: float, of the sinusoidal positional encoding.
+        num_key_value_heads: int, see `MultiHeadAttention` (1 = multi-query,
+            between 1 and `num_heads` = grouped-query attention).
+        position_encoding: `"sinusoidal"` (default), `"learned"`,
+            `"rotary"` or `"relative"`; see `Encoder`.
+        max_wavelength: float, base of the sinusoidal/rotary encodings.
+        max_relative_position: int, clipping distance of `"relative"`.
+        max_positions: int, table size of `"learned"` positions.
         share_embeddings: bool, one embedding matrix for source and target.
             Defaults to `True` when the vocabulary is shared.
         tie_output_embeddings: bool, the target embedding is also the output
@@ -124,7 +129,10 @@ class Transformer(keras.Model):
         normalize_first=False,
         layer_norm_epsilon=1e-6,
         num_key_value_heads=None,
+        position_encoding="sinusoidal",
         max_wavelength=10000,
+        max_relative_position=16,
+        max_positions=1024,
         share_embeddings=None,
         tie_output_embeddings=True,
         pad_id=PAD_ID,
@@ -170,7 +178,10 @@ class Transformer(keras.Model):
         self.normalize_first = normalize_first
         self.layer_norm_epsilon = layer_norm_epsilon
         self.num_key_value_heads = num_key_value_heads
+        self.position_encoding = position_encoding
         self.max_wavelength = max_wavelength
+        self.max_relative_position = max_relative_position
+        self.max_positions = max_positions
         self.share_embeddings = share_embeddings
         self.tie_output_embeddings = tie_output_embeddings
         self.pad_id = pad_id
@@ -206,7 +217,10 @@ class Transformer(keras.Model):
             "normalize_first": normalize_first,
             "layer_norm_epsilon": layer_norm_epsilon,
             "num_key_value_heads": num_key_value_heads,
+            "position_encoding": position_encoding,
             "max_wavelength": max_wavelength,
+            "max_relative_position": max_relative_position,
+            "max_positions": max_positions,
             "pad_id": pad_id,
             "dtype": self.dtype_policy,
         }
@@ -386,7 +400,10 @@ class Transformer(keras.Model):
                 "normalize_first": self.normalize_first,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "num_key_value_heads": self.num_key_value_heads,
+                "position_encoding": self.position_encoding,
                 "max_wavelength": self.max_wavelength,
+                "max_relative_position": self.max_relative_position,
+                "max_positions": self.max_positions,
                 "share_embeddings": self.share_embeddings,
                 "tie_output_embeddings": self.tie_output_embeddings,
                 "pad_id": self.pad_id,

@@ -248,3 +248,90 @@ def test_layer_checklist(self_attention):
         call_kwargs={"return_attention_scores": True},
         float32_outputs=(1,),
     )
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, rotary_max_wavelength=10000)
+    x = _random(B, T, D)
+    layer(x)
+    q = keras.ops.convert_to_tensor(_random(B, T, H, DK, seed=3))
+    k = keras.ops.convert_to_tensor(_random(B, T, H, DK, seed=4))
+    scores = lambda offset: np.einsum(
+        "bthd,bshd->bhts", layer._rotate(q, offset), layer._rotate(k, offset)
+    )
+    np.testing.assert_allclose(scores(0), scores(37), atol=1e-5)
+    np.testing.assert_allclose(scores(0), scores(1000), atol=1e-4)
+    # The rotation itself is not the identity and keeps norms.
+    assert not np.allclose(layer._rotate(q, 5), q)
+    np.testing.assert_allclose(
+        np.linalg.norm(layer._rotate(q, 5), axis=-1), np.linalg.norm(q, axis=-1),
+        rtol=1e-5,
+    )  # fmt: skip
+
+
+def test_rotary_matches_the_roformer_formula():
+    layer = MultiHeadAttention(num_heads=1, key_dim=4, rotary_max_wavelength=10000)
+    layer(_random(1, 3, D))
+    x = _random(1, 3, 1, 4, seed=5)
+    actual = np.asarray(layer._rotate(keras.ops.convert_to_tensor(x), 2))
+    expected = np.empty_like(x)
+    for t in range(3):
+        for i in range(2):
+            angle = (t + 2) * 10000 ** (-2 * i / 4)
+            a, b = x[0, t, 0, 2 * i], x[0, t, 0, 2 * i + 1]
+            expected[0, t, 0, 2 * i] = a * np.cos(angle) - b * np.sin(angle)
+            expected[0, t, 0, 2 * i + 1] = a * np.sin(angle) + b * np.cos(angle)
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"rotary_max_wavelength": 10000}, {"max_relative_position": 2}]
+)
+def test_position_aware_attention_cache_equals_full_pass(kwargs):
+    x = _random(B, T, D)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, **kwargs)
+    full = layer(x, causal=True)
+    cache = np.zeros((B, 2, T, H, DK), "float32")
+    steps = []
+    for index in range(T):
+        out, cache = layer(
+            x[:, index : index + 1], cache=cache, cache_index=index, causal=True
+        )
+        steps.append(np.asarray(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_relative_positions_equal_shaw_equations():
+    k = 2
+    x = _random(1, T, D)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, max_relative_position=k)
+    layer(x)
+    params = _head_weights()
+    _set_weights(layer, params)
+    a_key = _random(2 * k + 1, DK, seed=8)
+    a_value = _random(2 * k + 1, DK, seed=9)
+    layer.relative_key_embeddings.assign(a_key)
+    layer.relative_value_embeddings.assign(a_value)
+    causal = np.tril(np.ones((T, T), bool))
+    # Shaw et al. (2018), eqs. 2-4, written out per head with loops.
+    heads = []
+    for h in range(H):
+        xq = x[0] @ params["wq"][:, h] + params["bq"][h]
+        xk = x[0] @ params["wk"][:, h] + params["bk"][h]
+        xv = x[0] @ params["wv"][:, h] + params["bv"][h]
+        z = np.zeros((T, DK))
+        for i in range(T):
+            e = np.full(T, -np.inf)
+            for j in range(i + 1):
+                rel = np.clip(j - i, -k, k) + k
+                e[j] = xq[i] @ (xk[j] + a_key[rel]) / np.sqrt(DK)
+            alpha = np.exp(e - e.max())
+            alpha /= alpha.sum()
+            for j in range(i + 1):
+                rel = np.clip(j - i, -k, k) + k
+                z[i] += alpha[j] * (xv[j] + a_value[rel])
+        heads.append(z)
+    expected = np.concatenate(heads, -1) @ params["wo"] + params["bo"]
+    actual = layer(x, attention_mask=causal[None])
+    np.testing.assert_allclose(actual[0], expected, atol=1e-5)
+    assert len(layer.trainable_weights) == 6

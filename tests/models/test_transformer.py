@@ -199,3 +199,78 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["type"] == "Transformer"
     np.testing.assert_array_equal(np.array(loaded["logits"], "float32"), expected)
+
+
+VARIANTS = [
+    {"position_encoding": "learned", "max_positions": 16},
+    {"position_encoding": "rotary"},
+    {"position_encoding": "relative", "max_relative_position": 3},
+    {"num_key_value_heads": 1},
+    {"normalize_first": True},
+]
+
+
+@pytest.mark.parametrize(
+    "variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values()))
+)
+def test_variants_are_causal_cacheable_and_serializable(variant, tmp_path):
+    model = _tiny(**variant)
+    logits = _logits(model)
+    # Causality.
+    changed = TARGET_IN.copy()
+    changed[:, 3:] = 30
+    np.testing.assert_array_equal(_logits(model, target=changed)[:, :3], logits[:, :3])
+    # Cached decoding under XLA equals the full pass.
+    step = tf.function(
+        lambda ids, cache, index: model.decode(
+            ids, None, source_padding_mask=SOURCE != 0, cache=cache, cache_index=index
+        ),
+        jit_compile=True,
+    )
+    cache = model.init_cache(model.encode(SOURCE), max_length=TARGET_IN.shape[1])
+    steps = []
+    for index in range(TARGET_IN.shape[1]):
+        out, cache = step(TARGET_IN[:, index : index + 1], cache, tf.constant(index))
+        steps.append(np.asarray(out))
+    real = TARGET_IN != 0
+    np.testing.assert_allclose(np.concatenate(steps, 1)[real], logits[real], atol=1e-5)
+    # Config and weights survive a .keras round trip.
+    model.save(tmp_path / "variant.keras")
+    loaded = keras.saving.load_model(tmp_path / "variant.keras")
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(_logits(loaded), logits)
+
+
+@pytest.mark.parametrize("position_encoding", ["learned", "rotary", "relative"])
+def test_variants_under_mixed_bfloat16(position_encoding):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = _tiny(position_encoding=position_encoding)
+    logits = model({"source": SOURCE, "target": TARGET_IN})
+    assert logits.dtype == "float32"
+    assert np.all(np.isfinite(np.asarray(logits)))
+
+
+def test_unknown_position_encoding():
+    with pytest.raises(ValueError, match="position_encoding"):
+        _tiny(position_encoding="alibi")
+
+
+def test_variant_parameter_counts():
+    base = _tiny()
+    base.build()
+    d, layers, dk = 16, 2, 8
+    learned = _tiny(position_encoding="learned", max_positions=16)
+    learned.build()
+    assert learned.count_params() == base.count_params() + 2 * 16 * d
+    relative = _tiny(position_encoding="relative", max_relative_position=3)
+    relative.build()
+    # a^K and a^V, (2k + 1) x d_k each, in every self-attention layer.
+    assert relative.count_params() == base.count_params() + 2 * layers * 2 * 7 * dk
+    rotary = _tiny(position_encoding="rotary")
+    rotary.build()
+    assert rotary.count_params() == base.count_params()
+    mqa = _tiny(num_key_value_heads=1)
+    mqa.build()
+    # K and V projections shrink from d x d to d x d_k (+ biases), 3 per layer pair.
+    per_attention = 2 * (d * d + d) - 2 * (d * dk + dk)
+    assert mqa.count_params() == base.count_params() - 3 * layers * per_attention

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import length_penalty
+from keras_transformer.decoding.utils import next_token_log_probs
 from keras_transformer.decoding.utils import start_state
 from keras_transformer.layers.utils import dynamic_update
 
@@ -108,7 +109,7 @@ def beam_search(
             return_attention_scores=True,
         )
         log_probs = ops.reshape(
-            ops.log_softmax(logits[:, 0], axis=-1), (batch_size, K, vocabulary)
+            next_token_log_probs(model, logits[:, 0]), (batch_size, K, vocabulary)
         )
         candidates = ops.reshape(
             alive_log_probs[:, :, None] + log_probs, (batch_size, K * vocabulary)

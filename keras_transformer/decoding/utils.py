@@ -49,3 +49,19 @@ def cross_attention_weights(decoder_scores):
 def length_penalty(length, alpha):
     """GNMT length penalty `((5 + length) / 6) ** alpha` (Wu et al., 2016)."""
     return ops.power((5.0 + ops.cast(length, "float32")) / 6.0, alpha)
+
+
+def next_token_log_probs(model, logits):
+    """float32 log-probabilities of the next token; PAD and BOS never win.
+
+    Args:
+        model: the `Transformer` (for its special ids).
+        logits: `(batch, vocabulary)`.
+
+    Returns:
+        `(batch, vocabulary)` log-softmax with PAD and BOS set to -1e9.
+    """
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    ids = ops.arange(ops.shape(log_probs)[-1], dtype="int32")
+    banned = ops.logical_or(ops.equal(ids, model.pad_id), ops.equal(ids, model.bos_id))
+    return ops.where(banned[None, :], -1e9, log_probs)

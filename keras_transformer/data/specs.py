@@ -7,7 +7,7 @@ from keras_transformer.data.readers import read_tsv
 from keras_transformer.data.tfds_source import load_tfds
 
 SPEC_FORMS = (
-    "demo",
+    "demo[:MAX_NUMBER]",
     "tsv:PATH",
     "files:SOURCE_PATH,TARGET_PATH",
     "tfds:NAME[:SRC-TGT]",
@@ -19,7 +19,8 @@ def parse_spec(spec, split="train", data_dir=None):
 
     Forms:
 
-    - `demo`: the embedded English->German number corpus (`split` picks
+    - `demo[:MAX_NUMBER]`: the embedded English->German number corpus of
+      the numbers up to `MAX_NUMBER` (default 9999; `split` picks
       train/valid/test);
     - `tsv:PATH`: `source<TAB>target` lines;
     - `files:SOURCE_PATH,TARGET_PATH`: two line-aligned files;
@@ -40,9 +41,13 @@ def parse_spec(spec, split="train", data_dir=None):
     """
     if not isinstance(spec, str) or not spec:
         raise DataError(f"empty data SPEC; expected one of {', '.join(SPEC_FORMS)}")
-    if spec == "demo":
-        return demo_pairs(split)
     kind, _, rest = spec.partition(":")
+    if kind == "demo":
+        if not rest:
+            return demo_pairs(split)
+        if not rest.isdigit() or int(rest) < 100:
+            raise DataError(f"{spec}: expected demo:MAX_NUMBER with MAX_NUMBER >= 100")
+        return demo_pairs(split, max_number=int(rest))
     if kind == "tsv" and rest:
         return read_tsv(rest)
     if kind == "files" and rest:

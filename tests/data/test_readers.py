@@ -79,6 +79,7 @@ def test_specs(tmp_path):
     spec = f"files:{tmp_path / 's.txt'},{tmp_path / 't.txt'}"
     assert list(parse_spec(spec)) == [("one", "eins")]
     assert len(parse_spec("demo", split="test")) == 990
+    assert len(parse_spec("demo:999", split="test")) == 90
 
 
 @pytest.mark.parametrize(
@@ -86,6 +87,7 @@ def test_specs(tmp_path):
     [
         ("csv:x", "unknown data SPEC 'csv:x'"),
         ("", "empty data SPEC"),
+        ("demo:12", "MAX_NUMBER >= 100"),
         ("files:a.txt", "expected files:SOURCE_PATH,TARGET_PATH"),
         ("tfds:wmt14_translate/de-en:en", "expected tfds:NAME:SRC-TGT"),
     ],

@@ -1,0 +1,108 @@
+"""examples/custom_models/decoder_only_lm.py: cached generation, round trip."""
+
+import keras
+import numpy as np
+import pytest
+
+from tests.examples import load_example
+
+example = load_example("custom_models/decoder_only_lm")
+
+TINY = [
+    "--num-sequences", "64", "--sequence-length", "24", "--epochs", "1",
+    "--steps-per-epoch", "4", "--batch-size", "8", "--num-layers", "2",
+    "--d-model", "16", "--num-heads", "2", "--d-ff", "32",
+    "--max-new-tokens", "6", "--no-jit-compile", "--verbose", "0",
+]  # fmt: skip
+PROMPTS = np.array(
+    [
+        example.encode("one , two , three"),
+        example.encode("ninety eight , ninety nine"),
+    ],
+    "int32",
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("lm")
+    return example.main(["--output-dir", str(output_dir), *TINY])
+
+
+def test_number_words_and_vocabulary():
+    assert example.number_words(0) == "zero"
+    assert example.number_words(15) == "fifteen"
+    assert example.number_words(40) == "forty"
+    assert example.number_words(342) == "three hundred forty two"
+    assert example.number_words(900) == "nine hundred"
+    text = example.counting_text(99, 3)
+    assert text == "ninety nine , one hundred , one hundred one"
+    ids = example.encode(text, add_eos=True)
+    assert ids[0] == 2 and ids[-1] == 3
+    assert example.decode(ids + [0, 0]) == text
+    with pytest.raises(ValueError):
+        example.number_words(1000)
+
+
+def test_trains_without_cross_attention(trained):
+    model = trained["model"]
+    assert np.isfinite(trained["history"]["loss"]).all()
+    assert not model.decoder.has_cross_attention
+    assert trained["generated_ids"].shape == (1, 6)
+    # The output projection is the (tied) embedding matrix.
+    assert len(model.embedding.weights) == 1
+
+
+def test_cached_generation_equals_recompute(trained):
+    model = trained["model"]
+    for jit_compile in (False, True):
+        ids, logits = model.generate(
+            PROMPTS, 8, jit_compile=jit_compile, return_logits=True
+        )
+        reference_ids, reference_logits = model.generate_without_cache(
+            PROMPTS, 8, return_logits=True
+        )
+        assert ids.shape == (2, 8) and ids.dtype == np.int32
+        np.testing.assert_array_equal(ids, reference_ids)
+        np.testing.assert_allclose(logits, reference_logits, atol=1e-4)
+    # Rows are independent: a batch of one gives the same continuation.
+    np.testing.assert_array_equal(model.generate(PROMPTS[1:], 8, False), ids[1:])
+
+
+def test_stops_at_eos():
+    keras.utils.set_random_seed(0)
+    model = example.DecoderOnlyLM(len(example.VOCABULARY), 1, 8, 2, 16, dropout=0.0)
+    model.build()
+    # Make EOS the only likely next token: a huge EOS embedding row.
+    embeddings = np.asarray(model.embedding.embeddings).copy()
+    embeddings[3] *= 100.0
+    model.embedding.embeddings.assign(embeddings)
+    ids = model.generate(PROMPTS, 5, jit_compile=False)
+    reference = model.generate_without_cache(PROMPTS, 5)
+    np.testing.assert_array_equal(ids, reference)
+    finished = [row for row in ids if (row[:-1] == 3).any()]
+    assert finished, ids  # some row stopped early ...
+    for row in finished:
+        eos = np.flatnonzero(row == 3)[0]
+        assert (row[eos + 1 :] == 0).all()  # ... and is padded after EOS
+    assert (ids != 0).all(axis=1).any()  # while another kept going
+
+
+def test_keras_round_trip(trained):
+    model = trained["model"]
+    loaded = keras.saving.load_model(trained["model_path"])  # safe mode
+    assert type(loaded) is example.DecoderOnlyLM
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(
+        np.asarray(loaded(PROMPTS, training=False)),
+        np.asarray(model(PROMPTS, training=False)),
+    )
+    np.testing.assert_array_equal(
+        loaded.generate(PROMPTS, 6, jit_compile=False),
+        model.generate(PROMPTS, 6, jit_compile=False),
+    )
+
+
+def test_prompts_must_not_be_padded(trained):
+    with pytest.raises(ValueError, match="padding"):
+        trained["model"].generate([[2, 7, 0]], 3)

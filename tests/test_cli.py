@@ -1,0 +1,111 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from num2words import num2words
+
+from keras_transformer import cli
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_transformer", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _tsv(path, numbers):
+    lines = [f"{num2words(n)}\t{num2words(n, lang='de')}" for n in numbers]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"one\teins\ntwo zwei\n", "bad.tsv:2: expected 'source<TAB>target'"),
+        (b"one\teins\n\xff\xfe\tzwei\n", "bad.tsv:2: not valid UTF-8"),
+        (b"", "bad.tsv: the file is empty"),
+    ],
+)
+def test_bad_training_data_is_one_line_and_loses_nothing(tmp_path, content, message):
+    (tmp_path / "bad.tsv").write_bytes(content)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("precious")
+    result = _run("train", "--train", f"tsv:{tmp_path / 'bad.tsv'}",
+                  "--output", str(output))  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("keras-transformer train: error: ")
+    assert message in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert (output / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--train", "csv:x", "--output", "o"], "unknown data SPEC 'csv:x'"),
+        (["train", "--train", "tsv:/no/such.tsv", "--output", "o"], "no such file"),
+        (["evaluate", "--model", "/no/such/dir", "--test", "demo"], "not found"),
+        (["export", "--model", "/no/such/dir", "--output", "e"], "not found"),
+    ],
+)
+def test_user_errors_are_one_line(args, message, tmp_path):
+    result = _run(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_train_evaluate_export_translate(tmp_path, capsys):
+    train = _tsv(tmp_path / "train.tsv", range(0, 400, 2))
+    valid = _tsv(tmp_path / "valid.tsv", range(1, 60, 4))
+    model_dir = tmp_path / "model"
+    code = cli.main([
+        "train", "--train", f"tsv:{train}", "--valid", f"tsv:{valid}",
+        "--epochs", "2", "--steps-per-epoch", "3", "--vocab-size", "80",
+        "--batch-size", "16", "--warmup-steps", "10", "--output", str(model_dir),
+    ])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["epochs_completed"] == 2
+    for key in ("train_loss", "valid_loss", "valid_bleu"):
+        assert isinstance(metrics[key], float)
+    for name in ("model.keras", "vocabulary/vocabularies.json", "train_config.json"):
+        assert (model_dir / name).exists()
+    assert list((model_dir / "checkpoints").glob("*.weights.h5"))
+    assert list((model_dir / "logs").iterdir())
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(model_dir), "--test",
+                     f"tsv:{valid}", "--beam-size", "1"]) == 0  # fmt: skip
+    report = capsys.readouterr().out
+    assert "BLEU" in report and "chrF" in report and "nrefs:1" in report
+
+    export_dir = tmp_path / "export"
+    assert cli.main(["export", "--model", str(model_dir), "--output",
+                     str(export_dir), "--beam-size", "2"]) == 0  # fmt: skip
+    assert (export_dir / "1" / "saved_model.pb").exists()
+    capsys.readouterr()
+    assert cli.main(["translate", "--model", str(export_dir), "one", ""]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_max_minutes_stops_cleanly_and_writes_everything(tmp_path):
+    train = _tsv(tmp_path / "train.tsv", range(300))
+    model_dir = tmp_path / "model"
+    code = cli.main([
+        "train", "--train", f"tsv:{train}", "--epochs", "1000",
+        "--steps-per-epoch", "2", "--vocab-size", "60", "--batch-size", "8",
+        "--max-minutes", "0.3", "--output", str(model_dir),
+    ])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["stopped_by_time_limit"] is True
+    assert metrics["epochs_completed"] < 1000
+    assert (model_dir / "model.keras").exists()

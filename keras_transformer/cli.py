@@ -45,7 +45,7 @@ def build_parser():
     )
     demo.add_argument("--output", default="runs/demo", help="Output directory.")
     demo.add_argument(
-        "--max-minutes", type=float, default=8.0, help="Training time budget."
+        "--max-minutes", type=float, default=7.0, help="Training time budget."
     )
 
     train = commands.add_parser("train", help="Train a translator.")

@@ -51,7 +51,7 @@ class Decoder(TransformerStackBase):
     >>> decoder = Decoder(num_layers=2, num_heads=2, d_ff=16, d_model=8,
     ...                   vocabulary_size=20)
     >>> memory = np.random.rand(1, 6, 8).astype("float32")
-    >>> decoder(np.array([[2, 7, 9]]), encoder_outputs=memory).shape
+    >>> tuple(decoder(np.array([[2, 7, 9]]), encoder_outputs=memory).shape)
     (1, 3, 8)
 
     References:

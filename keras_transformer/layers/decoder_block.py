@@ -61,7 +61,7 @@ class DecoderBlock(TransformerBlockBase):
     >>> block = DecoderBlock(num_heads=2, d_ff=16)
     >>> target = np.ones((2, 5, 8), "float32")
     >>> source = np.ones((2, 7, 8), "float32")
-    >>> block(target, source).shape
+    >>> tuple(block(target, source).shape)
     (2, 5, 8)
 
     References:

@@ -63,7 +63,7 @@ class Encoder(TransformerStackBase):
     >>> import numpy as np
     >>> encoder = Encoder(num_layers=2, num_heads=2, d_ff=16, d_model=8,
     ...                   vocabulary_size=20)
-    >>> encoder(np.array([[4, 5, 6, 0]])).shape
+    >>> tuple(encoder(np.array([[4, 5, 6, 0]])).shape)
     (1, 4, 8)
 
     References:

@@ -52,7 +52,7 @@ class EncoderBlock(TransformerBlockBase):
 
     >>> import numpy as np
     >>> block = EncoderBlock(num_heads=2, d_ff=16)
-    >>> block(np.ones((2, 5, 8), "float32")).shape
+    >>> tuple(block(np.ones((2, 5, 8), "float32")).shape)
     (2, 5, 8)
 
     References:

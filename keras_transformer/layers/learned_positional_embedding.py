@@ -30,7 +30,7 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> LearnedPositionalEmbedding(16)(np.zeros((2, 4, 8), "float32")).shape
+    >>> tuple(LearnedPositionalEmbedding(16)(np.zeros((2, 4, 8), "float32")).shape)
     (2, 4, 8)
 
     References:

@@ -103,7 +103,7 @@ class MultiHeadAttention(keras.layers.Layer):
     >>> import numpy as np
     >>> layer = MultiHeadAttention(num_heads=2, key_dim=4)
     >>> x = np.random.rand(3, 5, 8).astype("float32")
-    >>> layer(x, causal=True).shape
+    >>> tuple(layer(x, causal=True).shape)
     (3, 5, 8)
 
     References:

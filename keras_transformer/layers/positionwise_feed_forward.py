@@ -32,7 +32,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> PositionwiseFeedForward(d_ff=32)(np.ones((2, 3, 8), "float32")).shape
+    >>> tuple(PositionwiseFeedForward(d_ff=32)(np.ones((2, 3, 8), "float32")).shape)
     (2, 3, 8)
 
     References:

@@ -43,7 +43,7 @@ class TokenEmbedding(keras.layers.Layer):
     >>> import numpy as np
     >>> embedding = TokenEmbedding(vocabulary_size=10, d_model=4)
     >>> x = embedding(np.array([[5, 6, 0]]))
-    >>> x.shape, embedding.logits(x).shape
+    >>> tuple(x.shape), tuple(embedding.logits(x).shape)
     ((1, 3, 4), (1, 3, 10))
 
     References:

@@ -105,7 +105,7 @@ class Transformer(keras.Model):
     >>> model = Transformer.from_preset("tiny", vocabulary_size=100)
     >>> source = np.array([[5, 6, 7, 3, 0]])
     >>> target = np.array([[2, 8, 9]])
-    >>> model({"source": source, "target": target}).shape
+    >>> tuple(model({"source": source, "target": target}).shape)
     (1, 3, 100)
 
     References:

@@ -77,7 +77,7 @@ class TrainConfig:
     verbose: int | str = "auto"
 
 
-def demo_config(output="runs/demo", max_minutes=8.0):
+def demo_config(output="runs/demo", max_minutes=7.0):
     """The embedded demo's settings: tuned to learn on 2 CPU cores in minutes."""
     return TrainConfig(
         train="demo",
@@ -86,7 +86,7 @@ def demo_config(output="runs/demo", max_minutes=8.0):
         model_overrides={"num_layers": 2, "d_model": 128, "num_heads": 4, "d_ff": 256},
         vocab_size=120,
         shared_vocabulary=False,
-        epochs=8,
+        epochs=6,
         batch_size=64,
         max_length=48,
         # Peak learning rate 0.35 * 128^-0.5 / sqrt(400) = 1.5e-3 at step 400;

@@ -187,3 +187,32 @@ def test_greedy_signature_equals_model_generate(translator):
     expected = translator.target_tokenizer.detokenize(ids).numpy()
     actual = translator.translate_greedy(tf.constant(SENTENCES[:3]))["translations"]
     assert list(actual.numpy()) == list(expected)
+
+
+def _load_example(name):
+    import importlib.util
+
+    path = os.path.join(
+        os.path.dirname(__file__), "..", "..", "examples", "serving", name
+    )
+    spec = importlib.util.spec_from_file_location(name[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_serving_clients_build_requests_the_signature_accepts(translator, exported):
+    grpc_client = _load_example("grpc_client.py")
+    rest_client = _load_example("rest_client.py")
+    request = grpc_client.predict_request(SENTENCES, signature="translate_greedy")
+    assert request.model_spec.signature_name == "translate_greedy"
+    loaded = tf.saved_model.load(exported)
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    outputs = loaded.signatures["translate_greedy"](**inputs)
+    expected = translator.translate_greedy(tf.constant(SENTENCES))["translations"]
+    assert list(outputs["translations"].numpy()) == list(expected.numpy())
+    body = rest_client.predict_request(SENTENCES)
+    assert json.loads(json.dumps(body)) == {
+        "signature_name": "serving_default",
+        "instances": SENTENCES,
+    }

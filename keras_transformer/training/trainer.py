@@ -180,17 +180,7 @@ def train_translator(config):
     valid_data = dataset(valid_pairs, False) if valid_pairs is not None else None
     model = build_model(config, source_tokenizer, target_tokenizer)
 
-    callbacks = [
-        keras.callbacks.TensorBoard(layout.path(config.output, layout.LOG_DIR)),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(
-                layout.path(config.output, layout.CHECKPOINT_DIR),
-                "epoch-{epoch:03d}.weights.h5",
-            ),
-            save_weights_only=True,
-        ),
-    ]
-    os.makedirs(layout.path(config.output, layout.CHECKPOINT_DIR), exist_ok=True)
+    callbacks = []
     if valid_pairs is not None and config.bleu_sentences:
         from keras_transformer.evaluation import translate_all
         from keras_transformer.export import Translator
@@ -200,6 +190,7 @@ def train_translator(config):
         translator = Translator(
             model, source_tokenizer, target_tokenizer, beam_size=config.bleu_beam_size
         )
+        # First, so that TensorBoard and the checkpoints see `val_bleu`.
         callbacks.append(
             BleuCallback(
                 lambda sources: translate_all(translator, sources),
@@ -208,6 +199,17 @@ def train_translator(config):
                 bleu_tokenize=config.bleu_tokenize,
             )
         )
+    os.makedirs(layout.path(config.output, layout.CHECKPOINT_DIR), exist_ok=True)
+    callbacks += [
+        keras.callbacks.TensorBoard(layout.path(config.output, layout.LOG_DIR)),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(
+                layout.path(config.output, layout.CHECKPOINT_DIR),
+                "epoch-{epoch:03d}.weights.h5",
+            ),
+            save_weights_only=True,
+        ),
+    ]
     wall_clock = None
     if config.max_minutes:
         remaining = config.max_minutes - (time.time() - started) / 60

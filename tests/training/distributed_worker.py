@@ -1,0 +1,147 @@
+"""Run in a fresh process by `test_strategy.py`: 2 logical CPUs must be set
+before TensorFlow initializes, so this cannot share the pytest process.
+
+Usage: `python distributed_worker.py mirrored|multiworker`. Prints one line
+`RESULT <json>`. `mirrored` ends with `get_strategy("tpu")` in an environment
+that claims a TPU (`TPU_ACCELERATOR_TYPE`) on a machine without one.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+
+import tensorflow as tf  # noqa: E402
+
+if sys.argv[1] == "mirrored":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_transformer.training import LabelSmoothedCrossEntropy  # noqa: E402
+from keras_transformer.training import MaskedAccuracy  # noqa: E402
+from keras_transformer.training import get_strategy  # noqa: E402
+
+VOCAB, LENGTH, BATCH = 11, 6, 8
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, VOCAB, size=(4 * BATCH, LENGTH))
+    y = rng.integers(1, VOCAB, size=(4 * BATCH, LENGTH))
+    # Very uneven padding inside every global batch: the first half of each
+    # batch keeps 1 token per row, the second half all 6, so the two replicas
+    # hold 4 and 24 tokens.
+    for start in range(0, len(y), BATCH):
+        y[start : start + BATCH // 2, 1:] = 0
+    return x, y
+
+
+def build(initial=None):
+    model = keras.Sequential(
+        [
+            keras.Input((LENGTH,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, 8),
+            keras.layers.Dense(VOCAB),
+        ]
+    )
+    if initial is not None:
+        model.set_weights(initial)
+    return model
+
+
+def run(strategy, loss, initial):
+    x, y = data()
+    with strategy.scope():
+        model = build(initial)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=loss,
+            metrics=[MaskedAccuracy()],
+            # XLA under MirroredStrategy on logical CPUs fails in TF 2.21
+            # whatever the loss ("variable on a different device").
+            jit_compile=False,
+        )
+    history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    return history.history, [np.asarray(w) for w in model.get_weights()]
+
+
+def compare(a, b):
+    (history_a, weights_a), (history_b, weights_b) = a, b
+    return {
+        "loss": float(
+            np.max(np.abs(np.subtract(history_a["loss"], history_b["loss"])))
+        ),
+        "accuracy": float(
+            np.max(
+                np.abs(
+                    np.subtract(
+                        history_a["masked_accuracy"], history_b["masked_accuracy"]
+                    )
+                )
+            )
+        ),
+        "weights": float(
+            max(np.max(np.abs(u - v)) for u, v in zip(weights_a, weights_b))
+        ),
+    }
+
+
+def mirrored():
+    result = {}
+    try:
+        get_strategy("mirrored", devices=["/cpu:0", "/cpu:7"])
+    except ValueError as error:
+        result["unknown_device_error"] = str(error)
+    strategy = get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+    result["replicas"] = strategy.num_replicas_in_sync
+    result["type"] = type(strategy).__name__
+    keras.utils.set_random_seed(0)
+    initial = build().get_weights()
+    default = tf.distribute.get_strategy()
+    ours = LabelSmoothedCrossEntropy(label_smoothing=0.1)
+    single = run(default, ours, initial)
+    result["ours"] = compare(single, run(strategy, ours, initial))
+    # Keras's built-in masked loss averages the replicas' own token means.
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=0
+    )
+    result["keras"] = compare(
+        run(default, keras_loss, initial), run(strategy, keras_loss, initial)
+    )
+    # Last, as it connects the eager context to a (local) TPU cluster.
+    os.environ["TPU_ACCELERATOR_TYPE"] = "v4-8"
+    result["tpu"] = tpu()
+    return result
+
+
+def tpu():
+    """`get_strategy("tpu")` when the environment claims a TPU but has none."""
+    import time
+
+    start = time.monotonic()
+    try:
+        get_strategy("tpu")
+    except RuntimeError as error:
+        return {"error": str(error), "seconds": time.monotonic() - start}
+    return {"error": None, "seconds": time.monotonic() - start}
+
+
+def multiworker():
+    strategy = get_strategy("multiworker")
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "type": type(strategy).__name__,
+    }
+
+
+if __name__ == "__main__":
+    output = {"mirrored": mirrored, "multiworker": multiworker}[sys.argv[1]]()
+    print("RESULT " + json.dumps(output))

@@ -95,6 +95,19 @@ def test_train_evaluate_export_translate(tmp_path, capsys):
     assert cli.main(["translate", "--model", str(export_dir), "one", ""]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
 
+    picture = tmp_path / "cross.png"
+    assert cli.main(["explain", "--model", str(model_dir), "two hundred",
+                     "--kind", "cross", "--output", str(picture)]) == 0  # fmt: skip
+    assert picture.stat().st_size > 1000
+
+
+def test_plot_positions(tmp_path):
+    path = tmp_path / "pe.svg"
+    assert cli.main(["plot-positions", "--length", "20", "--d-model", "16",
+                     "--output", str(path)]) == 0  # fmt: skip
+    assert path.stat().st_size > 1000
+    assert cli.main(["plot-positions", "--output", str(tmp_path / "pe.gif")]) == 2
+
 
 def test_max_minutes_stops_cleanly_and_writes_everything(tmp_path):
     train = _tsv(tmp_path / "train.tsv", range(300))

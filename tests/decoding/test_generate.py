@@ -49,7 +49,7 @@ def _reference_greedy(model, source, max_length):
     prefix = np.full((len(source), 1), BOS_ID, "int32")
     finished = np.zeros(len(source), bool)
     for _ in range(max_length):
-        logits = np.asarray(model({"source": source, "target": prefix}))[:, -1]
+        logits = np.array(model({"source": source, "target": prefix}))[:, -1]
         logits[:, [PAD_ID, BOS_ID]] = -np.inf  # never generated
         next_ids = np.where(finished, PAD_ID, logits.argmax(-1))
         prefix = np.concatenate([prefix, next_ids[:, None]], axis=1)

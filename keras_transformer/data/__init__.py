@@ -1,24 +1,66 @@
 """Parallel-text sources and tf.data pipelines for training translators.
 
-- Sources (`ParallelCorpus`): `demo_pairs` (embedded English->German
-  numbers), `read_tsv`, `read_parallel_files`, `load_tfds`, and
-  `parse_spec` for the command line's SPEC strings.
-- `make_dataset`: tokenized, length-bucketed, padded batches with static
-  shapes, teacher forcing (`target_in = BOS + y`, `target_out = y + EOS`).
+- Sources (each a re-iterable `ParallelCorpus` of `(source, target)`
+  strings, with `.dataset()` for `tf.data`): `demo_pairs` (the embedded
+  English -> German number words), `read_tsv`, `read_parallel_files`,
+  `load_tfds`, and `parse_spec` for the command line's SPEC strings.
+- `make_dataset`: tokenized in the graph, length-filtered, length-bucketed
+  batches padded to a few static shapes (`bucket_shapes`), with teacher
+  forcing (`target_in = BOS + y`, `target_out = y + EOS`);
+  `padding_fraction` measures them.
 - `DataError`: every bad-input error, one line, with file and line number.
+
+Example:
+
+>>> from keras_transformer import data
+>>> corpus = data.parse_spec("tsv:train.tsv")  # checked now
+>>> dataset = data.make_dataset(corpus, tokenizer.tokenize, tokenizer.tokenize,
+...                             batch_tokens=25_000)
+>>> model.fit(dataset, epochs=10)
 """
 
+from keras_transformer.data.corpus import DatasetCorpus
 from keras_transformer.data.corpus import InMemoryCorpus
 from keras_transformer.data.corpus import ParallelCorpus
 from keras_transformer.data.corpus import as_corpus
+from keras_transformer.data.demo import DEFAULT_MAX_NUMBER
 from keras_transformer.data.demo import demo_numbers
 from keras_transformer.data.demo import demo_pair
 from keras_transformer.data.demo import demo_pairs
 from keras_transformer.data.errors import DataError
+from keras_transformer.data.pipeline import DEFAULT_BOUNDARIES
 from keras_transformer.data.pipeline import bucket_lengths
+from keras_transformer.data.pipeline import bucket_shapes
 from keras_transformer.data.pipeline import make_dataset
 from keras_transformer.data.pipeline import padding_fraction
+from keras_transformer.data.readers import ParallelFilesCorpus
+from keras_transformer.data.readers import TsvCorpus
 from keras_transformer.data.readers import read_parallel_files
 from keras_transformer.data.readers import read_tsv
+from keras_transformer.data.specs import SPEC_FORMS
 from keras_transformer.data.specs import parse_spec
 from keras_transformer.data.tfds_source import load_tfds
+
+__all__ = [
+    "DEFAULT_BOUNDARIES",
+    "DEFAULT_MAX_NUMBER",
+    "SPEC_FORMS",
+    "DataError",
+    "DatasetCorpus",
+    "InMemoryCorpus",
+    "ParallelCorpus",
+    "ParallelFilesCorpus",
+    "TsvCorpus",
+    "as_corpus",
+    "bucket_lengths",
+    "bucket_shapes",
+    "demo_numbers",
+    "demo_pair",
+    "demo_pairs",
+    "load_tfds",
+    "make_dataset",
+    "padding_fraction",
+    "parse_spec",
+    "read_parallel_files",
+    "read_tsv",
+]

@@ -5,5 +5,14 @@ class DataError(ValueError):
     """Bad input data: a missing file, a malformed line, invalid UTF-8, ...
 
     The message is one line and names the file (and line) where it applies,
-    so the command line can print it as is.
+    e.g. `corpus.tsv:17: expected 'source<TAB>target', found 0 tabs`, so the
+    command line can print it as is.
+
+    Example:
+
+    >>> try:
+    ...     read_tsv("missing.tsv")
+    ... except DataError as error:
+    ...     print(error)
+    missing.tsv: no such file
     """

@@ -1,0 +1,251 @@
+"""The two Keras systems: ours (`keras_transformer`) and a keras-hub model.
+
+Both are trained with `model.compile(Adam, SparseCategoricalCrossentropy(
+from_logits=True, ignore_class=pad))` and `train_on_batch`, so the training
+loop (and its per-step overhead) is Keras' own, identical for both.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from _common import CONFIG
+from keras import ops
+
+
+def set_policy(dtype_policy):
+    """Must run before any layer is built."""
+    keras.config.set_dtype_policy(dtype_policy)
+
+
+def compile_for_training(model, jit_compile, config=CONFIG):
+    model.compile(
+        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=config["pad_id"]
+        ),
+        jit_compile=jit_compile,
+    )
+
+
+def keras_inputs(batch):
+    """numpy batch -> (x, y) TF tensors for `train_on_batch`."""
+    x = {
+        "source": tf.constant(batch["source"]),
+        "target": tf.constant(batch["target_in"]),
+    }
+    return x, tf.constant(batch["target_out"])
+
+
+# ---------------------------------------------------------------------------
+# Ours.
+
+
+def build_ours(config=CONFIG, **overrides):
+    from keras_transformer import Transformer
+
+    keras.utils.set_random_seed(config["seed"])  # same untrained weights each run
+    kwargs = {
+        "vocabulary_size": config["vocabulary_size"],
+        "num_layers": config["num_layers"],
+        "d_model": config["d_model"],
+        "num_heads": config["num_heads"],
+        "d_ff": config["d_ff"],
+        "dropout": config["dropout"],
+    }
+    kwargs.update(overrides)
+    model = Transformer(**kwargs)
+    model.build()
+    return model
+
+
+# ---------------------------------------------------------------------------
+# keras-hub: plain (reversible, tied) embedding * sqrt(d) + SinePositionEncoding,
+# TransformerEncoder / TransformerDecoder blocks (post-LN), tied output.
+
+
+class KerasHubTransformer(keras.Model):
+    """An "Attention Is All You Need" model assembled from keras-hub layers."""
+
+    def __init__(self, config=CONFIG, **kwargs):
+        from keras_hub.layers import ReversibleEmbedding
+        from keras_hub.layers import SinePositionEncoding
+        from keras_hub.layers import TransformerDecoder
+        from keras_hub.layers import TransformerEncoder
+
+        super().__init__(**kwargs)
+        self.config_dict = dict(config)
+        d = config["d_model"]
+        self.d_model = d
+        self.num_heads = config["num_heads"]
+        self.pad_id = config["pad_id"]
+        self.embedding = ReversibleEmbedding(
+            config["vocabulary_size"],
+            d,
+            tie_weights=True,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=d**-0.5),
+            name="embedding",
+        )
+        self.position = SinePositionEncoding(max_wavelength=10000)
+        self.source_dropout = keras.layers.Dropout(config["dropout"])
+        self.target_dropout = keras.layers.Dropout(config["dropout"])
+        block = {
+            "intermediate_dim": config["d_ff"],
+            "num_heads": config["num_heads"],
+            "dropout": config["dropout"],
+            "layer_norm_epsilon": 1e-6,
+            "normalize_first": False,
+        }
+        self.encoder_layers = [
+            TransformerEncoder(name=f"encoder_{i}", **block)
+            for i in range(config["num_layers"])
+        ]
+        self.decoder_layers = [
+            TransformerDecoder(name=f"decoder_{i}", **block)
+            for i in range(config["num_layers"])
+        ]
+
+    def embed(self, ids, start_index=0):
+        x = self.embedding(ids) * ops.cast(math.sqrt(self.d_model), self.compute_dtype)
+        return x + self.position(x, start_index=start_index)
+
+    def encode(self, source, training=None):
+        mask = ops.not_equal(source, self.pad_id)
+        x = self.source_dropout(self.embed(source), training=training)
+        for layer in self.encoder_layers:
+            x = layer(x, padding_mask=mask, training=training)
+        return x
+
+    def logits(self, x):
+        return ops.cast(self.embedding(x, reverse=True), "float32")
+
+    def decode(self, target, encoder_outputs, source_mask, training=None):
+        """Full (uncached) decoder over `target`; float32 logits."""
+        x = self.target_dropout(self.embed(target), training=training)
+        mask = ops.not_equal(target, self.pad_id)
+        for layer in self.decoder_layers:
+            x = layer(
+                x,
+                encoder_outputs,
+                decoder_padding_mask=mask,
+                encoder_padding_mask=source_mask,
+                training=training,
+            )
+        return self.logits(x)
+
+    def call(self, inputs, training=None):
+        source, target = inputs["source"], inputs["target"]
+        encoder_outputs = self.encode(source, training=training)
+        return self.decode(
+            target,
+            encoder_outputs,
+            ops.not_equal(source, self.pad_id),
+            training=training,
+        )
+
+
+def build_keras_hub(config=CONFIG):
+    keras.utils.set_random_seed(config["seed"])
+    model = KerasHubTransformer(config)
+    model(
+        {
+            "source": np.ones((1, 4), np.int32),
+            "target": np.ones((1, 3), np.int32),
+        }
+    )
+    return model
+
+
+# ---------------------------------------------------------------------------
+# keras-hub decoding.
+
+
+def keras_hub_greedy_cached(model, source, new_tokens, config=CONFIG):
+    """Greedy search with self- and cross-attention caches (keras-hub API).
+
+    Step 0 fills the cross-attention caches (`cross_attention_cache_update_index
+    =0`, as keras-hub's BART does); steps 1.. reuse them (`None`). Exactly
+    `new_tokens` decoder steps, no early stop. Meant for
+    `tf.function(jit_compile=True)`.
+    """
+    batch_size, source_len = ops.shape(source)[0], ops.shape(source)[1]
+    heads = model.num_heads
+    key_dim = model.d_model // heads
+    encoder_outputs = model.encode(source, training=False)
+    source_mask = ops.not_equal(source, model.pad_id)
+    num_layers = len(model.decoder_layers)
+    self_cache = [
+        ops.zeros((batch_size, 2, new_tokens, heads, key_dim), model.compute_dtype)
+        for _ in range(num_layers)
+    ]
+    cross_cache = [
+        ops.zeros((batch_size, 2, source_len, heads, key_dim), model.compute_dtype)
+        for _ in range(num_layers)
+    ]
+
+    def step(ids, index, self_cache, cross_cache, cross_index):
+        x = model.embed(ids, start_index=index)
+        new_self, new_cross = [], []
+        for i, layer in enumerate(model.decoder_layers):
+            x, s_cache, c_cache = layer(
+                x,
+                encoder_outputs,
+                encoder_padding_mask=source_mask,
+                self_attention_cache=self_cache[i],
+                self_attention_cache_update_index=index,
+                cross_attention_cache=cross_cache[i],
+                cross_attention_cache_update_index=cross_index,
+                training=False,
+            )
+            new_self.append(s_cache)
+            new_cross.append(c_cache)
+        logits = model.logits(x)[:, -1, :]
+        return ops.cast(ops.argmax(logits, axis=-1), "int32"), new_self, new_cross
+
+    tokens = ops.full((batch_size, new_tokens + 1), config["pad_id"], "int32")
+    first = ops.full((batch_size, 1), config["bos_id"], "int32")
+    next_ids, self_cache, cross_cache = step(first, 0, self_cache, cross_cache, 0)
+    tokens = ops.slice_update(tokens, (0, 1), next_ids[:, None])
+
+    def cond(index, tokens, self_cache):
+        return index < new_tokens
+
+    def body(index, tokens, self_cache):
+        ids = ops.slice(tokens, (0, index), (batch_size, 1))
+        next_ids, self_cache, _ = step(ids, index, self_cache, cross_cache, None)
+        tokens = ops.slice_update(tokens, (0, index + 1), next_ids[:, None])
+        return index + 1, tokens, self_cache
+
+    _, tokens, _ = ops.while_loop(
+        cond, body, (ops.ones((), "int32"), tokens, self_cache)
+    )
+    return tokens[:, 1:]
+
+
+def keras_hub_greedy_recompute(model, source, new_tokens, config=CONFIG):
+    """Greedy search re-running the decoder on the whole prefix at each step.
+
+    The TensorFlow "Transformer" tutorial's way (a `tf.while_loop` whose
+    decoder input grows by one token per step), except that the encoder runs
+    once (the tutorial calls the whole model, encoder included, every step).
+    Dynamic shapes: graph mode, no XLA.
+    """
+    batch_size = tf.shape(source)[0]
+    encoder_outputs = model.encode(source, training=False)
+    source_mask = tf.not_equal(source, model.pad_id)
+    tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+    tokens = tokens.write(0, tf.fill([batch_size], config["bos_id"]))
+
+    def body(index, tokens):
+        prefix = tf.transpose(tokens.stack())  # (B, index + 1)
+        logits = model.decode(prefix, encoder_outputs, source_mask, training=False)
+        next_ids = tf.cast(tf.argmax(logits[:, -1, :], axis=-1), tf.int32)
+        return index + 1, tokens.write(index + 1, next_ids)
+
+    _, tokens = tf.while_loop(
+        lambda index, tokens: index < new_tokens,
+        body,
+        (tf.constant(0), tokens),
+    )
+    return tf.transpose(tokens.stack())[:, 1:]

@@ -1,0 +1,248 @@
+"""End-to-end training: each system's own input pipeline on the same corpus.
+
+The corpus is `_common.corpus(batches)`: seeded (source, target) id pairs with
+lengths uniform in [20, 64]. Peers pad each batch to its longest sequence
+(keras-hub: `tf.data` `padded_batch` + `model.fit`; torch: `DataLoader` with
+a padding `collate_fn`). Throughput is real (non-pad) target tokens per
+second of wall time per epoch; epoch 1 includes tracing and, with XLA, one
+compilation per new batch shape; the last epoch is the steady state.
+"""
+
+import time
+
+import numpy as np
+from _common import CONFIG
+from _common import corpus
+from _common import pad_batch
+from _common import peak_rss_mib
+
+
+def _real_tokens(pairs, batch_size):
+    """Real target tokens of an epoch (the corpus is whole batches)."""
+    used = len(pairs) // batch_size * batch_size
+    return int(sum(len(t) for _, t in pairs[:used]))
+
+
+def _result(pairs, epoch_times, batch_size, extra=None):
+    tokens = _real_tokens(pairs, batch_size)
+    result = {
+        "status": "ok",
+        "pairs": len(pairs),
+        "real_tokens_per_epoch": tokens,
+        "epoch_s": epoch_times,
+        "first_epoch_tokens_per_s": tokens / epoch_times[0],
+        "tokens_per_s": tokens / epoch_times[-1],
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    result.update(extra or {})
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Keras peers: tf.data, pad to the batch max, model.fit.
+
+
+def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG):
+    import tensorflow as tf
+
+    def ragged(sequences):
+        return tf.RaggedTensor.from_row_lengths(
+            np.concatenate(sequences), [len(s) for s in sequences]
+        )
+
+    source = ragged([s for s, _ in pairs])
+    target = ragged([t for _, t in pairs])
+    bos = tf.constant([config["bos_id"]], tf.int32)
+
+    def to_example(source, target):
+        target_in = tf.concat([bos, target[:-1]], axis=0)
+        return source, target_in, target
+
+    def to_inputs(source, target_in, target_out):
+        return {"source": source, "target": target_in}, target_out
+
+    return (
+        tf.data.Dataset.from_tensor_slices((source, target))
+        .shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        .map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+        .padded_batch(batch_size, padding_values=config["pad_id"], drop_remainder=True)
+        .map(to_inputs)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _fit_epochs(model, dataset, epochs):
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times, self.batches = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.batches.append(0)
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches[-1] += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+    timer = EpochTimer()
+    model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
+    return timer.times, timer.batches
+
+
+def run_keras(task, pairs, build):
+    import _keras_systems as ks
+
+    ks.set_policy(task.get("dtype", "float32"))
+    model = build()
+    ks.compile_for_training(model, task["jit"])
+    dataset = tf_padded_dataset(pairs, CONFIG["batch_size"], CONFIG["seed"])
+    times, batches = _fit_epochs(model, dataset, task["epochs"])
+    return _result(
+        pairs,
+        times,
+        CONFIG["batch_size"],
+        {"jit": task["jit"], "batches_per_epoch": batches},
+    )
+
+
+# ---------------------------------------------------------------------------
+# torch: Dataset + DataLoader with a pad-to-batch-max collate_fn.
+
+
+def run_torch(task, pairs):
+    import _torch_system as ts
+    import torch
+
+    ts.setup(threads=task.get("threads", 2))
+
+    class PairDataset(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(pairs)
+
+        def __getitem__(self, index):
+            return pairs[index]
+
+    def collate(batch):
+        return ts.torch_batch(pad_batch(batch))
+
+    loader = torch.utils.data.DataLoader(
+        PairDataset(),
+        batch_size=CONFIG["batch_size"],
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(CONFIG["seed"]),
+    )
+    model = ts.TorchTransformer()
+    model.train()
+    step = ts.make_train_step(model)
+    times, batches = [], []
+    for _ in range(task["epochs"]):
+        start = time.perf_counter()
+        batches.append(0)
+        for source, target_in, target_out in loader:
+            step(source, target_in, target_out)
+            batches[-1] += 1
+        times.append(time.perf_counter() - start)
+    return _result(pairs, times, CONFIG["batch_size"], {"batches_per_epoch": batches})
+
+
+# ---------------------------------------------------------------------------
+# Ours: keras_transformer.data.
+
+
+def ids_to_text(ids):
+    """Word ids (EOS dropped) as a space-separated string: "523 17 88"."""
+    return " ".join(str(int(i)) for i in ids[:-1])
+
+
+def id_tokenize(strings):
+    """`tf.string [N]` of space-separated ids -> ragged int32 `[N, None]`.
+
+    The in-graph "tokenizer" for `make_dataset` on this pre-tokenized corpus
+    (the peers skip tokenization entirely; a SentencePiece model would add
+    its own cost to ours alone).
+    """
+    import tensorflow as tf
+
+    return tf.ragged.map_flat_values(
+        tf.strings.to_number, tf.strings.split(strings), out_type=tf.int32
+    )
+
+
+def ours_dataset(pairs, batch_size, seed, config=CONFIG):
+    """`keras_transformer.data.make_dataset` over the same corpus.
+
+    The pairs go in as strings of word ids without EOS; `make_dataset` adds
+    EOS to the source and makes `target_in = BOS + y`, `target_out = y + EOS`:
+    exactly the peers' tensors, but length-bucketed (padded to the bucket
+    length, default boundaries 24/32/48/64 here) instead of to the batch max.
+    `drop_remainder=False` so every pair is trained on, like the peers.
+    """
+    from keras_transformer.data import make_dataset
+
+    text_pairs = [(ids_to_text(s), ids_to_text(t)) for s, t in pairs]
+    return make_dataset(
+        text_pairs,
+        id_tokenize,
+        id_tokenize,
+        batch_size=batch_size,
+        max_source_length=config["max_length"],
+        max_target_length=config["max_length"],
+        shuffle=True,
+        seed=seed,
+        drop_remainder=False,
+    )
+
+
+def run_ours_data(task, pairs):
+    """Ours, with our own input pipeline (`keras_transformer.data`)."""
+    try:
+        from keras_transformer.data import make_dataset  # noqa: F401
+    except ImportError as error:  # the module is being written
+        return {
+            "status": "todo",
+            "note": f"keras_transformer.data.make_dataset unavailable ({error})",
+        }
+    import _keras_systems as ks
+
+    ks.set_policy(task.get("dtype", "float32"))
+    model = ks.build_ours()
+    ks.compile_for_training(model, task["jit"])
+    dataset = ours_dataset(pairs, CONFIG["batch_size"], CONFIG["seed"])
+    times, batches = _fit_epochs(model, dataset, task["epochs"])
+    return _result(
+        pairs,
+        times,
+        CONFIG["batch_size"],
+        {
+            "jit": task["jit"],
+            "batches_per_epoch": batches,
+            "pipeline": "keras_transformer.data.make_dataset",
+        },
+    )
+
+
+def run(task):
+    pairs = corpus(task["batches"])
+    system = task["system"]
+    if system == "torch":
+        return run_torch(task, pairs)
+    if system == "keras_hub":
+        import _keras_systems as ks
+
+        return run_keras(task, pairs, ks.build_keras_hub)
+    if system == "ours_padded":
+        # Stand-in: our model behind the peers' pad-to-batch-max tf.data.
+        import _keras_systems as ks
+
+        return run_keras(task, pairs, ks.build_ours)
+    if system == "ours_data":
+        return run_ours_data(task, pairs)
+    raise ValueError(system)

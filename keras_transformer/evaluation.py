@@ -74,11 +74,12 @@ def evaluate_translator(
         `score_translations`'s dict, plus `examples`: the first five
         `(source, reference, hypothesis)` triples.
     """
+    from keras_transformer.data import as_corpus
     from keras_transformer.export import Translator
 
-    text = lambda s: s.decode("utf-8") if isinstance(s, bytes) else s
-    sources = [text(s) for s, _ in pairs]
-    references = [text(t) for _, t in pairs]
+    pairs = list(as_corpus(pairs))  # `str` pairs, UTF-8 checked
+    sources = [s for s, _ in pairs]
+    references = [t for _, t in pairs]
     translator = Translator(
         model,
         source_tokenizer,

@@ -108,11 +108,11 @@ def _vocabularies(config, train_pairs):
     directory = layout.path(config.output, layout.VOCABULARY_DIR)
     if os.path.exists(os.path.join(directory, "vocabularies.json")):
         return load_vocabularies(directory)
+    # A ParallelCorpus yields `str` pairs.
     sample = list(itertools.islice(iter(train_pairs), config.vocabulary_sentences))
-    text = lambda s: s.decode("utf-8") if isinstance(s, bytes) else s
     source, target = build_vocabularies(
-        [text(s) for s, _ in sample],
-        [text(t) for _, t in sample],
+        [s for s, _ in sample],
+        [t for _, t in sample],
         config.vocab_size,
         shared=config.shared_vocabulary,
         seed=config.seed,
@@ -186,7 +186,6 @@ def train_translator(config):
         from keras_transformer.export import Translator
 
         bleu_pairs = list(itertools.islice(iter(valid_pairs), config.bleu_sentences))
-        text = lambda s: s.decode("utf-8") if isinstance(s, bytes) else s
         translator = Translator(
             model, source_tokenizer, target_tokenizer, beam_size=config.bleu_beam_size
         )
@@ -194,8 +193,8 @@ def train_translator(config):
         callbacks.append(
             BleuCallback(
                 lambda sources: translate_all(translator, sources),
-                [text(s) for s, _ in bleu_pairs],
-                [text(t) for _, t in bleu_pairs],
+                [s for s, _ in bleu_pairs],
+                [t for _, t in bleu_pairs],
                 bleu_tokenize=config.bleu_tokenize,
             )
         )

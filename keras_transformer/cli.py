@@ -63,6 +63,40 @@ def build_parser():
     train.add_argument("--learning-rate-scale", type=float, default=1.0)
     train.add_argument("--max-minutes", type=float)
     train.add_argument("--seed", type=int, default=1234)
+    scale = train.add_argument_group("devices and fault tolerance")
+    scale.add_argument(
+        "--strategy",
+        default="auto",
+        choices=["auto", "tpu", "mirrored", "multiworker", "default"],
+        help="tf.distribute strategy (auto: TPU if present, else all GPUs, "
+        "else one device).",
+    )
+    scale.add_argument(
+        "--tpu", metavar="NAME_OR_ADDRESS", help="TPU name or grpc:// address."
+    )
+    scale.add_argument("--steps-per-execution", type=int, default=1)
+    scale.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="XLA-compile the train step (default: yes, except bf16 or "
+        "several replicas on CPUs).",
+    )
+    scale.add_argument("--mixed-precision", choices=["mixed_bfloat16", "mixed_float16"])
+    scale.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="Save weights, optimizer and data position every N batches (and "
+        "at epoch ends); rerun the same command to resume at the exact step.",
+    )
+    scale.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
+    scale.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="Deterministic TF ops (reproducible runs; turns XLA off).",
+    )
     train.add_argument("--output", required=True, metavar="DIR")
 
     evaluate = commands.add_parser("evaluate", help="sacreBLEU/chrF on a test set.")
@@ -209,7 +243,8 @@ def _read_pairs(spec, split="test"):
 def run_train(args):
     from keras_transformer.training.trainer import TrainConfig
 
-    config = TrainConfig(
+    make_config = lambda **kwargs: _checked(TrainConfig, **kwargs)
+    config = make_config(
         train=args.train,
         valid=args.valid,
         output=args.output,
@@ -225,17 +260,33 @@ def run_train(args):
         learning_rate_scale=args.learning_rate_scale,
         max_minutes=args.max_minutes,
         seed=args.seed,
+        strategy=args.strategy,
+        tpu=args.tpu,
+        steps_per_execution=args.steps_per_execution,
+        jit_compile=args.jit,
+        mixed_precision=args.mixed_precision,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        deterministic=args.deterministic,
     )
     return _train(config)
 
 
+def _checked(make, **kwargs):
+    try:
+        return make(**kwargs)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
 def _train(config):
     from keras_transformer import data
+    from keras_transformer.training.trainer import SetupError
     from keras_transformer.training.trainer import train_translator
 
     try:
         return train_translator(config)
-    except (data.DataError, FileNotFoundError) as error:
+    except (data.DataError, FileNotFoundError, SetupError) as error:
         raise UserError(str(error)) from None
 
 

@@ -189,6 +189,9 @@ class WallClockLimit(keras.callbacks.Callback):
 
     Args:
         max_minutes: float > 0, the training-time budget in minutes.
+        restart_each_fit: bool, start the clock anew at every `fit` (default);
+            `False`: at the first one only, for a budget spanning several
+            `fit` calls.
 
     Attributes:
         stopped_early: bool, whether the budget ran out in the last `fit`.
@@ -204,18 +207,21 @@ class WallClockLimit(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, max_minutes):
+    def __init__(self, max_minutes, restart_each_fit=True):
         super().__init__()
         if isinstance(max_minutes, bool) or not max_minutes > 0:
             raise ValueError(
                 f"`max_minutes` must be a positive number. Received: {max_minutes!r}"
             )
         self.max_minutes = max_minutes
+        self.restart_each_fit = restart_each_fit
         self.stopped_early = False
         self.elapsed_minutes = 0.0
         self._start = None
 
     def on_train_begin(self, logs=None):
+        if self._start is not None and not self.restart_each_fit:
+            return
         self._start = time.monotonic()
         self.stopped_early = False
         self.elapsed_minutes = 0.0
@@ -229,7 +235,10 @@ class WallClockLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def get_config(self):
-        return {"max_minutes": self.max_minutes}
+        return {
+            "max_minutes": self.max_minutes,
+            "restart_each_fit": self.restart_each_fit,
+        }
 
     @classmethod
     def from_config(cls, config):

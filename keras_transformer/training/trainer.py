@@ -15,6 +15,7 @@ import keras
 
 from keras_transformer import data
 from keras_transformer import model_directory as layout
+from keras_transformer.layers.utils import check_positive_int
 from keras_transformer.models.transformer import Transformer
 from keras_transformer.text import build_vocabularies
 from keras_transformer.text import load_vocabularies
@@ -23,7 +24,18 @@ from keras_transformer.training.callbacks import BleuCallback
 from keras_transformer.training.callbacks import WallClockLimit
 from keras_transformer.training.losses import LabelSmoothedCrossEntropy
 from keras_transformer.training.metrics import MaskedAccuracy
+from keras_transformer.training.resume import DataPosition
+from keras_transformer.training.resume import StepCheckpoint
+from keras_transformer.training.resume import fit_by_epoch
+from keras_transformer.training.resume import restore_latest
 from keras_transformer.training.schedules import transformer_optimizer
+from keras_transformer.training.strategy import get_strategy
+
+RESUME_DIR = "resume"
+
+
+class SetupError(ValueError):
+    """The run cannot start: no such device/strategy, or unusable checkpoints."""
 
 
 @dataclasses.dataclass
@@ -49,7 +61,21 @@ class TrainConfig:
         max_minutes: wall-clock budget; training stops cleanly after it.
         bleu_sentences: validation sentences decoded for BLEU each epoch.
         seed: int.
-        jit_compile: compile the train step with XLA.
+        jit_compile: compile the train step with XLA; `None` (default):
+            yes, except under `mixed_bfloat16` without a GPU/TPU (XLA:CPU
+            computes bf16 matmuls in float32, graph mode is ~1.5x faster;
+            benchmarks/README.md) and under a multi-replica strategy on CPUs
+            (TF 2.21 cannot compile it there). Off with `deterministic`.
+        strategy: `"auto"`, `"tpu"`, `"mirrored"`, `"multiworker"` or
+            `"default"` (see `get_strategy`); `tpu`: the TPU name or address;
+            `devices`: the devices of `"mirrored"`.
+        steps_per_execution: train steps per compiled call (TPUs: 50-200).
+        mixed_precision: `None`, `"mixed_bfloat16"` or `"mixed_float16"`.
+        checkpoint_every: save the full training state (weights, optimizer,
+            data position) every this many batches, and at every epoch end,
+            keeping the last `keep_checkpoints`; rerunning the same command
+            resumes at the exact step.
+        deterministic: `tf.config.experimental.enable_op_determinism()`.
     """
 
     train: str
@@ -73,8 +99,44 @@ class TrainConfig:
     bleu_beam_size: int = 1
     bleu_tokenize: str = "13a"
     seed: int = 1234
-    jit_compile: bool = True
+    jit_compile: bool | None = None
+    strategy: str = "auto"
+    tpu: str | None = None
+    devices: list | None = None
+    steps_per_execution: int = 1
+    mixed_precision: str | None = None
+    checkpoint_every: int | None = 1000
+    keep_checkpoints: int = 3
+    deterministic: bool = False
     verbose: int | str = "auto"
+
+    def __post_init__(self):
+        for name in ("epochs", "steps_per_execution", "keep_checkpoints"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("steps_per_epoch", "checkpoint_every", "batch_size"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if self.mixed_precision not in MIXED_PRECISION_POLICIES:
+            raise ValueError(
+                f"`mixed_precision` must be one of {MIXED_PRECISION_POLICIES}. "
+                f"Received: mixed_precision={self.mixed_precision!r}"
+            )
+
+
+MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
+# Settings a resumed run must share with the run that wrote the checkpoints.
+_RESUME_KEYS = (
+    "train",
+    "preset",
+    "model_overrides",
+    "vocab_size",
+    "shared_vocabulary",
+    "steps_per_epoch",
+    "batch_size",
+    "batch_tokens",
+    "max_length",
+    "seed",
+)
 
 
 def demo_config(output="runs/demo", max_minutes=7.0):
@@ -121,8 +183,30 @@ def _vocabularies(config, train_pairs):
     return source, target
 
 
-def build_model(config, source_tokenizer, target_tokenizer):
-    """The `Transformer` for `config` and the vocabularies, compiled."""
+def resolve_jit_compile(config, strategy):
+    """`config.jit_compile`, or the default for the policy and hardware."""
+    if config.deterministic:
+        # Keras turns XLA off under op determinism anyway.
+        return False
+    if config.jit_compile is not None:
+        return config.jit_compile
+    import tensorflow as tf
+
+    accelerator = bool(
+        tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
+    )
+    if accelerator:
+        return True
+    if config.mixed_precision == "mixed_bfloat16":
+        return False
+    return strategy.num_replicas_in_sync == 1
+
+
+def build_model(config, source_tokenizer, target_tokenizer, jit_compile=None):
+    """The `Transformer` for `config` and the vocabularies, compiled.
+
+    Call it under the strategy's scope.
+    """
     overrides = dict(config.model_overrides)
     if target_tokenizer is not source_tokenizer:
         overrides["target_vocabulary_size"] = target_tokenizer.vocab_size
@@ -137,20 +221,68 @@ def build_model(config, source_tokenizer, target_tokenizer):
         ),
         loss=LabelSmoothedCrossEntropy(label_smoothing=config.label_smoothing),
         metrics=[MaskedAccuracy()],
-        jit_compile=config.jit_compile,
+        jit_compile=config.jit_compile if jit_compile is None else jit_compile,
+        steps_per_execution=config.steps_per_execution,
     )
     return model
+
+
+def _check_resumable(config):
+    """Refuses to resume checkpoints written with other settings."""
+    saved_path = layout.path(config.output, layout.CONFIG_FILE)
+    if not os.path.exists(saved_path):
+        return
+    saved = layout.read_json(saved_path)
+    current = dataclasses.asdict(config)
+    changed = [k for k in _RESUME_KEYS if k in saved and saved[k] != current[k]]
+    if changed:
+        details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
+        raise SetupError(
+            f"{config.output!r} holds checkpoints of a run with other settings "
+            f"({details}); use a new --output directory, or the same settings "
+            "to resume."
+        )
 
 
 def train_translator(config):
     """Trains a translator and writes its model directory.
 
+    Rerunning with the same `config` after an interruption (crash, `kill
+    -9`, preemption, `max_minutes`) resumes from the latest complete
+    checkpoint in `DIR/checkpoints/resume/` at the exact batch: weights,
+    optimizer, dropout RNG and data position are restored, so the result
+    equals an uninterrupted run's (with `deterministic=True`).
+
     Returns:
         The dict written to `metrics.json`.
     """
+    import tensorflow as tf
+
+    # First: a multi-worker strategy must exist before other TF ops run.
+    try:
+        strategy = get_strategy(config.strategy, tpu=config.tpu, devices=config.devices)
+    except (ValueError, RuntimeError) as error:
+        raise SetupError(str(error)) from error
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(config.mixed_precision)
+    try:
+        return _train(config, strategy)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _train(config, strategy):
     keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output, exist_ok=True)
     started = time.time()
+    resume_dir = os.path.join(
+        layout.path(config.output, layout.CHECKPOINT_DIR), RESUME_DIR
+    )
+    if os.path.isdir(resume_dir):
+        _check_resumable(config)
     train_pairs = _pairs(config.train, "train")
     valid_spec = config.valid or (
         config.train if config.train.split(":")[0] == "demo" else None
@@ -160,8 +292,9 @@ def train_translator(config):
     layout.write_json(
         layout.path(config.output, layout.CONFIG_FILE), dataclasses.asdict(config)
     )
+    repeat = config.steps_per_epoch is not None
 
-    def dataset(pairs, training):
+    def dataset(pairs, training, seed=config.seed):
         return data.make_dataset(
             pairs,
             source_tokenizer.tokenize,
@@ -171,14 +304,45 @@ def train_translator(config):
             max_source_length=config.max_length,
             max_target_length=config.max_length,
             shuffle=training,
-            seed=config.seed,
-            repeat=training and config.steps_per_epoch is not None,
+            seed=seed,
+            repeat=training and repeat,
             drop_remainder=training,
         )
 
-    train_data = dataset(train_pairs, True)
+    # Epoch e's order is seeded by seed + e, so a resumed run can rebuild it.
+    position = DataPosition(repeat=repeat)
+    train_data = position.dataset(
+        lambda epoch: dataset(train_pairs, True, seed=config.seed + epoch)
+    )
     valid_data = dataset(valid_pairs, False) if valid_pairs is not None else None
-    model = build_model(config, source_tokenizer, target_tokenizer)
+    jit_compile = resolve_jit_compile(config, strategy)
+    with strategy.scope():
+        model = build_model(config, source_tokenizer, target_tokenizer, jit_compile)
+
+    state = None
+    if os.path.isdir(resume_dir):
+        with strategy.scope():
+            ids = keras.ops.zeros((1, 2), "int32")
+            model({"source": ids, "target": ids})
+            try:
+                state = restore_latest(model, resume_dir)
+            except ValueError as error:
+                raise SetupError(str(error)) from error
+    checkpoint = StepCheckpoint(
+        resume_dir,
+        position,
+        every_steps=config.checkpoint_every,
+        keep=config.keep_checkpoints,
+        history=state["history"] if state else None,
+    )
+    initial_epoch = 0
+    if state:
+        initial_epoch = state["epoch"]
+        checkpoint.start(state["epoch"], state["batch"], state["consumed"])
+        if not repeat and state["batch"] and not _has_batches(train_data):
+            # Stopped after the epoch's last batch, before its end: next one.
+            initial_epoch += 1
+            checkpoint.start(initial_epoch, 0, state["consumed"])
 
     callbacks = []
     if valid_pairs is not None and config.bleu_sentences:
@@ -208,27 +372,49 @@ def train_translator(config):
             ),
             save_weights_only=True,
         ),
+        checkpoint,
     ]
     wall_clock = None
     if config.max_minutes:
         remaining = config.max_minutes - (time.time() - started) / 60
-        wall_clock = WallClockLimit(max(remaining, 0.01))
+        wall_clock = WallClockLimit(max(remaining, 0.01), restart_each_fit=False)
         callbacks.append(wall_clock)
 
-    history = model.fit(
-        train_data,
-        validation_data=valid_data,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    if repeat:
+        # One stream for the whole run (Keras keeps one iterator).
+        if initial_epoch < config.epochs:
+            model.fit(
+                train_data,
+                validation_data=valid_data,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=config.steps_per_epoch,
+                callbacks=callbacks,
+                verbose=config.verbose,
+            )
+    else:
+        fit_by_epoch(
+            model,
+            train_data,
+            validation_data=valid_data,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose,
+            stop=lambda: bool(wall_clock and wall_clock.stopped_early),
+        )
     model.save(layout.path(config.output, layout.MODEL_FILE))
-    logs = history.history
-    last = lambda name: float(logs[name][-1]) if logs.get(name) else math.nan
+    history = [checkpoint.history[e] for e in sorted(checkpoint.history)]
+    last = lambda name: (
+        float(history[-1][name]) if history and name in history[-1] else math.nan
+    )
     metrics = {
-        "steps": int(model.optimizer.iterations.numpy()),
-        "epochs_completed": len(logs.get("loss", [])),
+        "steps": checkpoint.steps,
+        "optimizer_iterations": int(
+            keras.ops.convert_to_numpy(model.optimizer.iterations)
+        ),
+        "epochs_completed": len(history),
+        "resumed_from_step": state["step"] if state else None,
         "train_loss": last("loss"),
         "train_accuracy": last("masked_accuracy"),
         "valid_loss": last("val_loss"),
@@ -237,6 +423,15 @@ def train_translator(config):
         "stopped_by_time_limit": bool(wall_clock and wall_clock.stopped_early),
         "wall_seconds": round(time.time() - started, 1),
         "parameters": int(model.count_params()),
+        "strategy": type(strategy).__name__,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "jit_compile": bool(jit_compile),
     }
     layout.write_json(layout.path(config.output, layout.METRICS_FILE), metrics)
     return metrics
+
+
+def _has_batches(dataset):
+    for _ in dataset.take(1):
+        return True
+    return False

@@ -148,10 +148,26 @@ def test_wall_clock_limit_not_reached_and_config():
     history = tiny_fit([limit], epochs=2, steps=2)
     assert not limit.stopped_early
     assert len(history.history["loss"]) == 2
-    assert limit.get_config() == {"max_minutes": 10}
+    assert limit.get_config() == {"max_minutes": 10, "restart_each_fit": True}
     revived = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(limit)
     )
     assert type(revived) is WallClockLimit and revived.max_minutes == 10
     with pytest.raises(ValueError, match="positive number.*0"):
         WallClockLimit(0)
+
+
+@pytest.mark.parametrize("restart_each_fit", [True, False])
+def test_wall_clock_limit_across_fit_calls(restart_each_fit, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    limit = WallClockLimit(max_minutes=1, restart_each_fit=restart_each_fit)
+    limit.set_model(keras.Sequential())
+    limit.on_train_begin()
+    now[0] += 40
+    limit.on_train_batch_end(0)
+    limit.on_train_begin()  # A second `fit`.
+    now[0] += 40
+    limit.on_train_batch_end(0)
+    # 80 s since the first `fit`, 40 s since the second.
+    assert limit.stopped_early is (not restart_each_fit)

@@ -1,0 +1,350 @@
+"""Step-exact resumption of `model.fit` after a crash, a kill or a preemption.
+
+Keras 3's `BackupAndRestore` restores the weights of the last finished epoch
+(or of the last `save_freq` batch) but restarts the data of the interrupted
+epoch from its beginning, so some batches are applied twice. Here the
+training state is the pair *(weights + optimizer + dropout RNG, data
+position)*, saved together every N steps and at every epoch end:
+
+- `DataPosition` makes the training stream a function of two host
+  variables, the epoch (which seeds that epoch's shuffle) and the number of
+  batches to skip at its start, so the stream of a resumed run is exactly the
+  rest of the interrupted one;
+- `StepCheckpoint` (a callback) writes `step-NNNNNNNN.weights.h5` (model and
+  optimizer, `model.save_weights`) then `step-NNNNNNNN.json` (the data
+  position, the dropout seed-generator states, the per-epoch history) into
+  one directory, each atomically, keeping the last `keep` of them. The JSON
+  file is written last: it marks a complete checkpoint;
+- `restore_latest` loads the newest complete checkpoint whose files read
+  back; a corrupted one is skipped with a warning, falling back to the
+  previous one.
+
+Skipping is done by the input pipeline on the host (the skipped batches are
+read and tokenized again, not trained on), so resuming costs at most one
+epoch of input processing when epochs are passes over the data, and the
+batches consumed so far when `steps_per_epoch` is set (one endless stream).
+"""
+
+import glob
+import json
+import os
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from keras_transformer.training.checkpoints import _read_datasets
+
+STATE_VERSION = 1
+_NAME = re.compile(r"^step-(\d+)\.json$")
+
+
+def _seed_states(model):
+    """The dropout seed-generator state variables (not in `save_weights`)."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+class DataPosition:
+    """Where a training run is in its data: epoch and batches consumed.
+
+    Holds two int64 host variables and wraps an epoch-dataset factory into a
+    dataset that Keras can iterate: each time Keras starts iterating it
+    (every epoch, or once when `steps_per_epoch` is set), the factory is
+    called with the current epoch and the first `skip` batches are dropped.
+
+    Args:
+        repeat: bool, whether the factory returns one endless stream (used
+            with `steps_per_epoch`); then the stream is always epoch 0 and
+            `skip` counts every batch consumed since the start.
+
+    Example:
+
+    ```python
+    position = DataPosition()
+    dataset = position.dataset(lambda epoch: make_dataset(pairs, ..., seed=7 + epoch))
+    model.fit(dataset, epochs=10, callbacks=[position.callback()])
+    ```
+    """
+
+    def __init__(self, repeat=False):
+        import tensorflow as tf
+
+        self.repeat = repeat
+        # On the host: tf.data reads them, whatever the strategy's devices.
+        with tf.device("/cpu:0"):
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.skip = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.resume_epoch = None
+        self.resume_skip = 0
+
+    def dataset(self, make_epoch_dataset):
+        """`make_epoch_dataset(epoch: int64 tensor) -> tf.data.Dataset`, resumable."""
+        import tensorflow as tf
+
+        def epoch_dataset(_):
+            return make_epoch_dataset(self.epoch).skip(self.skip)
+
+        return tf.data.Dataset.from_tensors(tf.constant(0)).flat_map(epoch_dataset)
+
+    def set(self, epoch, skip):
+        """Positions the stream at `epoch`, `skip` batches in."""
+        self.epoch.assign(0 if self.repeat else epoch)
+        self.skip.assign(skip)
+
+    def resume_at(self, epoch, skip):
+        """The next `fit` starts `epoch` `skip` batches in (then skips none)."""
+        self.resume_epoch, self.resume_skip = epoch, skip
+        self.set(epoch, skip)
+
+    def on_epoch_begin(self, epoch):
+        skip = self.resume_skip if epoch == self.resume_epoch else 0
+        if self.repeat:
+            # One iterator for the whole run: only the first epoch matters.
+            if epoch == self.resume_epoch:
+                self.set(0, skip)
+        else:
+            self.set(epoch, skip)
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Saves the full training state every `every_steps` steps and at epoch end.
+
+    Each checkpoint is `DIR/step-NNNNNNNN.weights.h5` (model + optimizer
+    variables, `model.save_weights`) and `DIR/step-NNNNNNNN.json`:
+    `{"step", "optimizer_iterations", "epoch", "batch", "consumed",
+    "epoch_complete", "seed_states", "history"}` where `step` is the number
+    of batches trained on, and `epoch`/`batch` is where the data continues (the epoch
+    to run and the batches of it already trained on) and `consumed` the
+    batches taken from the stream since the start. Both files are written to
+    temporary names and renamed, the JSON last, so a checkpoint is complete
+    exactly when its JSON exists. The last `keep` are kept.
+
+    An epoch that ends because `model.stop_training` was set (a time limit,
+    early stopping) is recorded as not complete: a rerun finishes it.
+
+    Args:
+        directory: str, where to write (created).
+        position: the run's `DataPosition`.
+        every_steps: int or `None`, save every this many optimizer steps
+            (checked every `steps_per_execution` steps); `None`: epoch ends
+            only.
+        keep: int >= 1, checkpoints kept.
+        history: dict `{epoch: logs}` of the epochs before a resume, carried
+            into the checkpoints (and `self.history`).
+    """
+
+    @property
+    def steps(self):
+        """Batches trained on since the start of the run (all restarts)."""
+        return self._consumed
+
+    def __init__(self, directory, position, every_steps=None, keep=3, history=None):
+        super().__init__()
+        if every_steps is not None and (
+            isinstance(every_steps, bool)
+            or not isinstance(every_steps, int)
+            or every_steps < 1
+        ):
+            raise ValueError(
+                f"`every_steps` must be an int >= 1 or None. Received: {every_steps!r}"
+            )
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"`keep` must be an int >= 1. Received: {keep!r}")
+        self.directory = os.fspath(directory)
+        self.position = position
+        self.every_steps = every_steps
+        self.keep = keep
+        self.history = {int(k): v for k, v in (history or {}).items()}
+        self.start(0, 0, 0)
+        self._offset = 0
+
+    def start(self, epoch, batch, consumed):
+        """Where the run starts: `(0, 0, 0)` for a new run, else the state's.
+
+        Also positions the data stream there (`DataPosition.resume_at`).
+        """
+        self._start_epoch, self._start_batch = epoch, batch
+        self._epoch, self._batch, self._consumed = epoch, batch, consumed
+        self.position.resume_at(epoch, consumed if self.position.repeat else batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.position.on_epoch_begin(epoch)
+        self._epoch = epoch
+        self._offset = self._start_batch if epoch == self._start_epoch else 0
+        self._batch = self._offset
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the index of the last batch run in this epoch (every
+        # `steps_per_execution` batches); data position counts batches, not
+        # optimizer steps (a mixed_float16 overflow skips a step).
+        seen = self._offset + batch + 1
+        before = self._consumed
+        self._consumed += seen - self._batch
+        self._batch = seen
+        if self.every_steps and (
+            self._consumed // self.every_steps != before // self.every_steps
+        ):
+            self._save(self._epoch, self._batch, epoch_complete=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history[epoch] = {k: float(v) for k, v in (logs or {}).items()}
+        if self.model.stop_training:
+            self._save(epoch, self._batch, epoch_complete=False)
+        else:
+            self._save(epoch + 1, 0, epoch_complete=True)
+
+    def _save(self, epoch, batch, epoch_complete):
+        # Steps are batches trained on. `optimizer.iterations` can be ahead:
+        # Keras 3.15 adds one per epoch of a dataset of unknown cardinality
+        # (the call that finds the data exhausted still increments it).
+        step = self._consumed
+        os.makedirs(self.directory, exist_ok=True)
+        stem = os.path.join(self.directory, f"step-{step:08d}")
+        tmp = f"{stem}.tmp.weights.h5"
+        self.model.save_weights(tmp)
+        os.replace(tmp, f"{stem}.weights.h5")
+        state = {
+            "version": STATE_VERSION,
+            "step": step,
+            "optimizer_iterations": self._step(),
+            "epoch": epoch,
+            "batch": batch,
+            "consumed": self._consumed,
+            "epoch_complete": epoch_complete,
+            "seed_states": [
+                np.asarray(keras.ops.convert_to_numpy(v)).tolist()
+                for v in _seed_states(self.model)
+            ],
+            "history": {str(k): v for k, v in sorted(self.history.items())},
+        }
+        with open(f"{stem}.json.tmp", "w", encoding="utf-8") as f:
+            json.dump(state, f)
+        os.replace(f"{stem}.json.tmp", f"{stem}.json")
+        for old in list_checkpoints(self.directory)[: -self.keep]:
+            for suffix in (".json", ".weights.h5"):
+                path = old[: -len(".json")] + suffix
+                if os.path.exists(path):
+                    os.remove(path)
+
+    def get_config(self):
+        return {
+            "directory": self.directory,
+            "every_steps": self.every_steps,
+            "keep": self.keep,
+        }
+
+
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def fit_by_epoch(
+    model, dataset, *, epochs, initial_epoch=0, callbacks=(), stop=None, **kwargs
+):
+    """`model.fit` one epoch at a time, for datasets of unknown cardinality.
+
+    Keras 3.15 counts the batches of the first epoch of a dataset of unknown
+    cardinality (a `filter`, `group_by_window`, `flat_map`...) and cuts every
+    later epoch of the same `fit` to that count. Length-bucketed epochs vary
+    in length, and the first epoch of a resumed run is a remainder, so each
+    epoch gets its own `fit` call here (the compiled train function is
+    reused; the progress bar still reads "Epoch e/epochs").
+
+    Args:
+        model: a compiled Keras model.
+        dataset: what `fit` takes; iterated anew each epoch.
+        epochs, initial_epoch: as in `fit`.
+        callbacks: list of callbacks, passed to every call.
+        stop: optional callable; when it returns `True` after an epoch, no
+            more epochs run (e.g. a `WallClockLimit` that fired).
+        **kwargs: other `fit` arguments (`validation_data`, `verbose`...).
+
+    Returns:
+        The list of per-call `History` objects.
+    """
+    histories = []
+    for epoch in range(initial_epoch, epochs):
+        histories.append(
+            model.fit(
+                dataset,
+                epochs=epochs,
+                initial_epoch=epoch,
+                callbacks=list(callbacks) + [_StopAfterOneEpoch()],
+                **kwargs,
+            )
+        )
+        if stop is not None and stop():
+            break
+    return histories
+
+
+def list_checkpoints(directory):
+    """The complete checkpoints' JSON paths in `directory`, oldest first."""
+    paths = []
+    for path in glob.glob(os.path.join(os.fspath(directory), "step-*.json")):
+        match = _NAME.match(os.path.basename(path))
+        if match:
+            paths.append((int(match.group(1)), path))
+    return [path for _, path in sorted(paths)]
+
+
+def restore_latest(model, directory):
+    """Loads the newest readable checkpoint of `directory` into `model`.
+
+    `model` must be built and compiled (its optimizer is built here). A
+    checkpoint whose JSON or weights file cannot be read (truncated,
+    corrupted, missing) is skipped with a `UserWarning` naming the file and
+    the error, and the previous one is tried.
+
+    Returns:
+        The checkpoint's state dict (see `StepCheckpoint`), or `None` when
+        the directory holds no checkpoint.
+
+    Raises:
+        ValueError: when checkpoints exist but none can be read.
+    """
+    candidates = list_checkpoints(directory)
+    if not candidates:
+        return None
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    seeds = _seed_states(model)
+    failures = []
+    for path in reversed(candidates):
+        weights = path[: -len(".json")] + ".weights.h5"
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"unknown state version {state.get('version')!r}")
+            if len(state["seed_states"]) != len(seeds):
+                raise ValueError(
+                    f"{len(state['seed_states'])} seed-generator states for a "
+                    f"model with {len(seeds)}"
+                )
+            # Reads every array first: a truncated file fails here, before
+            # the model is touched.
+            _read_datasets(weights)
+            model.load_weights(weights)
+        except Exception as error:  # JSON, h5py, shape mismatch...
+            failures.append(f"{os.path.basename(path)}: {error}")
+            warnings.warn(
+                f"Skipping checkpoint {weights!r}: it cannot be read "
+                f"({type(error).__name__}: {error}). Trying the previous one.",
+                UserWarning,
+                stacklevel=2,
+            )
+            continue
+        for variable, value in zip(seeds, state["seed_states"]):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        return state
+    raise ValueError(
+        f"None of the {len(candidates)} checkpoints in {directory!r} can be "
+        f"read: {'; '.join(failures)}. Remove them to start over."
+    )

@@ -7,6 +7,8 @@
   and Adam(0.9, 0.98, 1e-9).
 - `get_strategy`: TPU / mirrored / multi-worker / default `tf.distribute`
   strategies, failing fast when the hardware is absent.
+- `fit_custom_loop`: a `strategy.run` training loop with resumable
+  checkpoints, for multi-worker training (where Keras 3's `fit` fails).
 - `average_checkpoints`, `latest_checkpoints`: checkpoint averaging.
 - `BleuCallback`, `WallClockLimit`: sacreBLEU/chrF at epoch end, a time budget.
 - `TrainConfig`, `train_translator` (in `keras_transformer.training.trainer`):
@@ -18,6 +20,7 @@ from keras_transformer.training.callbacks import WallClockLimit
 from keras_transformer.training.checkpoints import average_checkpoints
 from keras_transformer.training.checkpoints import checkpoint_step
 from keras_transformer.training.checkpoints import latest_checkpoints
+from keras_transformer.training.custom_loop import fit_custom_loop
 from keras_transformer.training.losses import LabelSmoothedCrossEntropy
 from keras_transformer.training.losses import label_smoothed_cross_entropy
 from keras_transformer.training.metrics import MaskedAccuracy

@@ -183,8 +183,10 @@ def _multiworker_strategy():
         warnings.warn(
             "`model.fit` under a MultiWorkerMirroredStrategy with more than one "
             "worker fails in Keras 3 with TensorFlow 2.21 "
-            "(https://github.com/keras-team/keras/issues/20585); use a custom "
-            "`strategy.run` training loop.",
+            "(https://github.com/keras-team/keras/issues/20585); train with "
+            "`keras_transformer.training.fit_custom_loop` instead (the same "
+            "compiled model, loss, schedule and metrics, in a `strategy.run` "
+            "loop with resumable checkpoints).",
             stacklevel=3,
         )
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -212,7 +214,8 @@ def get_strategy(name="auto", tpu=None, devices=None):
       `TF_CONFIG` environment variable; `ValueError` if it is missing or
       malformed. Create it at program start, before other TensorFlow ops.
       Note: Keras 3 `model.fit` does not work under a multi-worker cluster with
-      TensorFlow 2.21 (keras-team/keras#20585); a warning says so.
+      TensorFlow 2.21 (keras-team/keras#20585); a warning says so. Train with
+      `keras_transformer.training.fit_custom_loop` there.
     - `"default"`: `tf.distribute.get_strategy()`, the no-op default strategy.
     - `"auto"`: a TPU when `local_tpu_evidence()` finds one (or `tpu` is
       given) and it initializes (otherwise a warning and the next choice),

@@ -22,6 +22,9 @@ from keras_transformer.text import load_vocabularies
 from keras_transformer.text import save_vocabularies
 from keras_transformer.training.callbacks import BleuCallback
 from keras_transformer.training.callbacks import WallClockLimit
+from keras_transformer.training.custom_loop import _worker_info
+from keras_transformer.training.custom_loop import build_training_state
+from keras_transformer.training.custom_loop import fit_custom_loop
 from keras_transformer.training.losses import LabelSmoothedCrossEntropy
 from keras_transformer.training.metrics import MaskedAccuracy
 from keras_transformer.training.resume import DataPosition
@@ -32,6 +35,7 @@ from keras_transformer.training.schedules import transformer_optimizer
 from keras_transformer.training.strategy import get_strategy
 
 RESUME_DIR = "resume"
+TRAIN_STATE_DIR = "train_state"  # multi-worker checkpoints (tf.train)
 
 
 class SetupError(ValueError):
@@ -275,6 +279,8 @@ def train_translator(config):
 
 
 def _train(config, strategy):
+    import tensorflow as tf
+
     keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output, exist_ok=True)
     started = time.time()
@@ -293,6 +299,10 @@ def _train(config, strategy):
         layout.path(config.output, layout.CONFIG_FILE), dataclasses.asdict(config)
     )
     repeat = config.steps_per_epoch is not None
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return _train_multiworker(
+            config, strategy, train_pairs, source_tokenizer, target_tokenizer, started
+        )
 
     def dataset(pairs, training, seed=config.seed):
         return data.make_dataset(
@@ -320,10 +330,11 @@ def _train(config, strategy):
         model = build_model(config, source_tokenizer, target_tokenizer, jit_compile)
 
     state = None
+    # Built from the data's int32 specs (what `fit` would do, but without
+    # Keras's replica-averaged float batch under multi-replica strategies).
+    build_training_state(model, strategy, train_data.element_spec)
     if os.path.isdir(resume_dir):
         with strategy.scope():
-            ids = keras.ops.zeros((1, 2), "int32")
-            model({"source": ids, "target": ids})
             try:
                 state = restore_latest(model, resume_dir)
             except ValueError as error:
@@ -428,6 +439,88 @@ def _train(config, strategy):
         "jit_compile": bool(jit_compile),
     }
     layout.write_json(layout.path(config.output, layout.METRICS_FILE), metrics)
+    return metrics
+
+
+def _train_multiworker(
+    config, strategy, train_pairs, source_tokenizer, target_tokenizer, started
+):
+    """Multi-worker training: `fit_custom_loop` (Keras `fit` fails there).
+
+    Every worker runs this with the same config; each reads its shard of the
+    pairs; only the chief writes `model.keras` and `metrics.json`. No
+    validation or BLEU during training (evaluate the model afterwards).
+    """
+
+    if config.steps_per_epoch is None:
+        raise SetupError(
+            "--strategy multiworker needs --steps-per-epoch: the workers read "
+            "one endless, sharded stream. Received: steps_per_epoch=None"
+        )
+    replicas = strategy.num_replicas_in_sync
+
+    def dataset_fn(context):
+        pairs = data.as_corpus(train_pairs).dataset()
+        pairs = pairs.shard(context.num_input_pipelines, context.input_pipeline_id)
+        return data.make_dataset(
+            pairs,
+            source_tokenizer.tokenize,
+            target_tokenizer.tokenize,
+            batch_size=None
+            if config.batch_tokens
+            else context.get_per_replica_batch_size(config.batch_size),
+            batch_tokens=config.batch_tokens // replicas
+            if config.batch_tokens
+            else None,
+            max_source_length=config.max_length,
+            max_target_length=config.max_length,
+            shuffle=True,
+            seed=config.seed,
+            repeat=True,
+            drop_remainder=True,
+        )
+
+    jit_compile = resolve_jit_compile(config, strategy)
+    with strategy.scope():
+        model = build_model(config, source_tokenizer, target_tokenizer, jit_compile)
+    callbacks = []
+    if config.max_minutes:
+        remaining = config.max_minutes - (time.time() - started) / 60
+        callbacks.append(WallClockLimit(max(remaining, 0.01)))
+    history = fit_custom_loop(
+        model,
+        dataset_fn,
+        strategy=strategy,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        checkpoint_dir=os.path.join(
+            layout.path(config.output, layout.CHECKPOINT_DIR), TRAIN_STATE_DIR
+        ),
+        callbacks=callbacks,
+        verbose=1 if config.verbose else 0,
+        save_every_steps=config.checkpoint_every,
+        max_to_keep=config.keep_checkpoints,
+        jit_compile=jit_compile,
+    )
+    steps = int(model.optimizer.iterations.numpy())
+    metrics = {
+        "steps": steps,
+        "optimizer_iterations": steps,
+        "epochs_completed": steps // config.steps_per_epoch,
+        "train_loss": float(history["loss"][-1]) if history.get("loss") else math.nan,
+        "train_accuracy": float(history["masked_accuracy"][-1])
+        if history.get("masked_accuracy")
+        else math.nan,
+        "wall_seconds": round(time.time() - started, 1),
+        "parameters": int(model.count_params()),
+        "strategy": type(strategy).__name__,
+        "replicas": int(replicas),
+        "workers": _worker_info(strategy)[0],
+        "jit_compile": bool(jit_compile),
+    }
+    if strategy.extended.should_checkpoint:
+        model.save(layout.path(config.output, layout.MODEL_FILE))
+        layout.write_json(layout.path(config.output, layout.METRICS_FILE), metrics)
     return metrics
 
 

@@ -57,19 +57,53 @@ def build(initial=None):
     return model
 
 
-def run(strategy, loss, initial):
+def build_transformer(initial=None):
+    from keras_transformer.models.transformer import Transformer
+
+    model = Transformer(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        dropout=0.0,  # replicas draw different dropout masks
+    )
+    ids = np.ones((1, LENGTH), "int32")
+    model({"source": ids, "target": ids})
+    if initial is not None:
+        model.set_weights(initial)
+    return model
+
+
+def transformer_data():
     x, y = data()
+    target_in = np.concatenate([np.full((len(y), 1), 2), y[:, :-1]], axis=1)
+    as_ids = lambda a: np.asarray(a, "int32")
+    return {"source": as_ids(x), "target": as_ids(target_in)}, as_ids(y)
+
+
+def run(strategy, loss, initial, builder=build, make_data=data, optimizer=None):
+    x, y = make_data()
     with strategy.scope():
-        model = build(initial)
+        model = builder(initial)
         model.compile(
-            optimizer=keras.optimizers.SGD(0.5),
+            optimizer=optimizer() if optimizer else keras.optimizers.SGD(0.5),
             loss=loss,
             metrics=[MaskedAccuracy()],
             # XLA under MirroredStrategy on logical CPUs fails in TF 2.21
             # whatever the loss ("variable on a different device").
             jit_compile=False,
         )
-    history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    if isinstance(x, dict):
+        from keras_transformer.training.custom_loop import build_training_state
+
+        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+        # As the trainer does: under 2 replicas Keras would build the model
+        # from the replicas' first batches averaged into float "ids".
+        build_training_state(model, strategy, batches.element_spec)
+        history = model.fit(batches, epochs=2, verbose=0)
+    else:
+        history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     return history.history, [np.asarray(w) for w in model.get_weights()]
 
 
@@ -115,6 +149,22 @@ def mirrored():
     )
     result["keras"] = compare(
         run(default, keras_loss, initial), run(strategy, keras_loss, initial)
+    )
+    # The Transformer itself. SGD, not the paper's Adam: the attention key
+    # bias has an exactly zero gradient (q.(k + b) shifts every score of a
+    # query by the same q.b), so its computed gradient is rounding noise
+    # that depends on how the batch is split, and Adam (epsilon 1e-9)
+    # normalizes that noise into full-size steps: 0.12 apart after 2 steps,
+    # with the same losses. It changes no output.
+    keras.utils.set_random_seed(0)
+    initial = build_transformer().get_weights()
+    kwargs = dict(
+        builder=build_transformer,
+        make_data=transformer_data,
+        optimizer=lambda: keras.optimizers.SGD(0.1),
+    )
+    result["transformer"] = compare(
+        run(default, ours, initial, **kwargs), run(strategy, ours, initial, **kwargs)
     )
     # Last, as it connects the eager context to a (local) TPU cluster.
     os.environ["TPU_ACCELERATOR_TYPE"] = "v4-8"

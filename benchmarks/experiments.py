@@ -1,4 +1,4 @@
-"""Measures candidate library optimizations by monkeypatching our layers.
+"""Measures library optimizations paired, by monkeypatching our layers.
 
     python benchmarks/experiments.py [--rounds 7] [--only decode,train]
 
@@ -11,27 +11,35 @@ speed-up is the median of the per-round ratios: a paired comparison that
 cancels most of a shared machine's load drift. Outputs are checked equal to
 the baseline's.
 
-`decode` (batch 16, source 48, 64 tokens, XLA), greedy variants:
+The baseline is the library as it is now: since issue 7 the decoding caches
+are separate heads-major key/value buffers `(B, H_kv, L, d_k)` per layer,
+written in place under XLA (`ops.slice_update`), and beam search shares one
+cross-attention key/value row per source sentence among its beams. (Before
+that change this script patched those optimizations into the old library as
+variants `dus`, `scatter`, `heads_major` and `split_kv`; their results are in
+benchmarks/README.md.) The variants now patch the old behaviour back in, to
+measure what each part of the change buys:
+
+`decode` (batch 16, source 48, 64 tokens, XLA):
 
 - `baseline`: the library as is.
-- `dus`: the cache/token writes use `ops.slice_update` (XLA
-  dynamic-update-slice, in place) instead of `layers.utils.dynamic_update`'s
-  gather + select over the whole buffer.
-- `scatter`: the writes use `tf.tensor_scatter_nd_update` (a core TF op, so
-  still servable by stock TF Serving).
-- `heads_major`: `dus`, plus caches laid out `(B, 2, heads, length, d_k)`
-  so attention over the cache needs no transpose of the whole cache at every
-  step (the cross-attention keys/values are transposed once, up front).
-  XLA still copies `cache[:, 0]` / `cache[:, 1]` out of the stacked buffer.
-- `split_kv`: `heads_major` with separate key and value buffers
-  `(B, heads, length, d_k)` per layer (a `(key, value)` pair), so the
-  attention matmuls read the cache where it is: no per-step copy at all.
+- `gather_writes` (greedy): the new layout, but every cache/token write is
+  `layers.utils.dynamic_update`'s gather + select over the whole buffer
+  (what non-XLA graphs and exported SavedModels run), instead of XLA's
+  in-place dynamic-update-slice.
+- `cross_per_beam` (beam): the encoder output is repeated `K` times before
+  the cross-attention keys/values are projected (one cache row per beam, as
+  before), instead of one row per sentence shared by its beams.
+- `legacy` (greedy and beam): the library before issue 7: one stacked
+  `(B, 2, L, H, d_k)` buffer per layer (attention transposes the whole cache
+  at every step), gather + select writes, cross-attention keys/values per
+  beam. Covers plain multi-head attention (the benchmark configuration).
+- `topk2` (available to `profile_ours.py --variant`, not run by default; was
+  0.87x): beam search's top-k over the `K * V` candidates done in two
+  stages.
 
-beam 4 variants: `baseline`, `split_kv`, `topk2` (beam search's top-k over
-the `K * V` candidates done in two stages: top 2K per beam, then top 2K of
-the `K * 2K`; the same selection) and `split_kv+topk2`. keras-hub's cached
-greedy search runs in the same interleaved set, so the issue's decoding
-ratios are also measured paired.
+keras-hub's cached greedy search runs in the same interleaved set, so the
+issue's decoding ratios are also measured paired.
 
 `train` (XLA, fp32, the fixed batch of compare.py): `baseline`,
 `no_dropout` (dropout 0: what dropout's random bits and masks cost) and
@@ -58,158 +66,96 @@ from _common import decode_source  # noqa: E402
 from _common import emit  # noqa: E402
 from _common import training_batch  # noqa: E402
 
-GREEDY_VARIANTS = ("baseline", "dus", "scatter", "heads_major", "split_kv")
-BEAM_VARIANTS = ("baseline", "split_kv", "topk2", "split_kv+topk2")
+GREEDY_VARIANTS = ("baseline", "gather_writes", "legacy")
+BEAM_VARIANTS = ("baseline", "cross_per_beam", "legacy")
 TRAIN_VARIANTS = ("baseline", "no_dropout")
+
+_MODULES = (
+    "keras_transformer.layers.utils",
+    "keras_transformer.layers.multi_head_attention",
+    "keras_transformer.decoding.greedy_search",
+    "keras_transformer.decoding.beam_search",
+)
+
+
+def _modules():
+    # `keras_transformer.decoding` re-exports functions under the module
+    # names, so `import ... as` would bind the functions: use importlib.
+    import importlib
+
+    return dict(
+        zip(("utils", "mha", "greedy", "beam"), map(importlib.import_module, _MODULES))
+    )
 
 
 # ---------------------------------------------------------------------------
-# Patches.
+# Patches (each undone by `patched()`).
 
 
-def slice_update_write(tensor, update, index, axis):
-    """`dynamic_update` with `ops.slice_update` (XLA dynamic-update-slice)."""
+def patch_gather_writes():
+    """Every `dynamic_update` takes the gather + select (non-XLA) path."""
+    _modules()["utils"].in_xla_context = lambda: False
+
+
+def start_state_per_beam(model, source_ids, max_length, batch_size, beam_size=1):
+    """`decoding.utils.start_state` as before issue 7: the encoder output
+    (and source mask) repeated `beam_size` times, so every beam gets its own
+    cross-attention keys/values."""
     from keras import ops
 
-    rank = len(tensor.shape)
-    start = [0] * rank
-    start[axis % rank] = ops.cast(index, "int32")
-    return ops.slice_update(tensor, start, ops.cast(update, tensor.dtype))
-
-
-def scatter_write(tensor, update, index, axis):
-    """`dynamic_update` with `tf.tensor_scatter_nd_update` along `axis`."""
-    import tensorflow as tf
-
-    axis = axis % len(tensor.shape)
-    perm = [axis] + [i for i in range(len(tensor.shape)) if i != axis]
-    inverse = [perm.index(i) for i in range(len(perm))]
-    count = tf.shape(update)[axis]
-    positions = tf.cast(index, tf.int32) + tf.range(count)
-    moved = tf.transpose(tensor, perm)
-    updates = tf.transpose(tf.cast(update, tensor.dtype), perm)
-    if axis == 0:
-        return tf.tensor_scatter_nd_update(tensor, positions[:, None], updates)
-    moved = tf.tensor_scatter_nd_update(moved, positions[:, None], updates)
-    return tf.transpose(moved, inverse)
-
-
-def patch_writes(write):
-    # `keras_transformer.decoding` re-exports functions under the module
-    # names, so `import ... as` would bind the functions: use the modules.
-    import importlib
-
-    names = (
-        "keras_transformer.layers.multi_head_attention",
-        "keras_transformer.decoding.greedy_search",
-        "keras_transformer.decoding.beam_search",
+    source_ids = ops.cast(source_ids, "int32")
+    encoder_outputs = model.encode(source_ids, training=False)
+    source_mask = ops.not_equal(source_ids, model.pad_id)
+    if beam_size > 1:
+        encoder_outputs = ops.repeat(encoder_outputs, beam_size, axis=0)
+        source_mask = ops.repeat(source_mask, beam_size, axis=0)
+    rows = batch_size * beam_size
+    tokens = ops.concatenate(
+        [
+            ops.full((rows, 1), model.bos_id, "int32"),
+            ops.full((rows, max_length), model.pad_id, "int32"),
+        ],
+        axis=1,
     )
-    for module in map(importlib.import_module, names):
-        module.dynamic_update = write
+    cache = model.init_cache(encoder_outputs, max_length)
+    return {"tokens": tokens, "cache": cache, "source_mask": source_mask}
 
 
-class _TupleTakeOps:
-    """`keras.ops` whose `take` maps over a `(key, value)` cache tuple."""
-
-    def __getattr__(self, name):
-        from keras import ops
-
-        return getattr(ops, name)
-
-    def take(self, x, indices, axis=None):
-        from keras import ops
-
-        if isinstance(x, tuple | list):  # Keras may hand the pair back as a list
-            return tuple(ops.take(t, indices, axis=axis) for t in x)
-        return ops.take(x, indices, axis=axis)
+def patch_cross_per_beam():
+    modules = _modules()
+    modules["beam"].start_state = start_state_per_beam
+    modules["greedy"].start_state = start_state_per_beam
 
 
-class _TwoStageTopKOps(_TupleTakeOps):
-    """`keras.ops` whose `top_k` over `(B, K * V)` beam candidates is two-stage.
+def patch_legacy_layout():
+    """The cache layout before issue 7, for plain multi-head attention.
 
-    The best `k` of the `K * V` extensions are among each beam's own best `k`
-    (a beam's score shifts its whole row), so a top-k per beam row `(B, K, V)`
-    then a top-k over the `K * k` survivors selects the same candidates with
-    far smaller sorts. Other `top_k` calls pass through.
+    Per layer one stacked buffer `(B, 2, L, H, d_k)` (kept in a one-entry
+    dict `{"kv": ...}` so beam search's per-buffer reorder still applies),
+    written by gather + select; attention reads `cache[:, 0]` / `cache[:, 1]`
+    sequence-major, so XLA transposes (copies) the whole cache every step.
+    Cross-attention keys/values are stacked the same way, one row per beam.
     """
-
-    def __init__(self, vocabulary):
-        self.vocabulary = vocabulary
-
-    def top_k(self, x, k, sorted=True):
-        from keras import ops
-
-        n, vocabulary = x.shape[-1], self.vocabulary
-        if n is None or n <= vocabulary or n % vocabulary:
-            return ops.top_k(x, k, sorted=sorted)
-        beams = n // vocabulary
-        values, tokens = ops.top_k(ops.reshape(x, (-1, beams, vocabulary)), k)
-        best, pick = ops.top_k(ops.reshape(values, (-1, beams * k)), k)
-        tokens = ops.take_along_axis(
-            ops.reshape(tokens, (-1, beams * k)), pick, axis=-1
-        )
-        return best, ops.cast(pick // k, tokens.dtype) * vocabulary + tokens
-
-
-def patch_two_stage_topk(vocabulary=8192):
-    import importlib
-
-    beam_search = importlib.import_module("keras_transformer.decoding.beam_search")
-    beam_search.ops = _TwoStageTopKOps(vocabulary)
-
-
-def patch_cache_layout(split):
-    """Heads-major caches: `(B, 2, H_kv, length, d_k)`, or with `split` a
-    `(key, value)` pair of `(B, H_kv, length, d_k)` buffers."""
-    import importlib
     import math
 
     from keras import ops
 
-    beam_search = importlib.import_module("keras_transformer.decoding.beam_search")
-
-    from keras_transformer.layers import decoder as decoder_module
-    from keras_transformer.layers import multi_head_attention as mha
-
-    patch_writes(slice_update_write)
+    modules = _modules()
+    mha = modules["mha"]
+    patch_gather_writes()
+    patch_cross_per_beam()
     MHA = mha.MultiHeadAttention
     original_call = MHA.call
+
+    def init_cache(self, batch_size, max_length):
+        shape = (batch_size, 2, max_length, self._kv_heads, self.key_dim)
+        return {"kv": ops.zeros(shape, self.compute_dtype)}
 
     def compute_key_value_cache(self, value, key=None):
         key = value if key is None else key
         k = self._split_heads(self.key_dense(key), self._kv_heads, self.key_dim)
         v = self._split_heads(self.value_dense(value), self._kv_heads, self.key_dim)
-        if split:
-            return (ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3)))
-        return ops.transpose(ops.stack([k, v], axis=1), (0, 1, 3, 2, 4))
-
-    def init_cache(self, batch_size, max_length, encoder_outputs=None):
-        attention = self.blocks[0].self_attention
-        shape = (
-            batch_size,
-            2,
-            attention.num_key_value_heads or attention.num_heads,
-            max_length,
-            attention.key_dim,
-        )
-        if split:
-            shape = shape[:1] + shape[2:]
-            self_cache = [
-                (
-                    ops.zeros(shape, self.compute_dtype),
-                    ops.zeros(shape, self.compute_dtype),
-                )
-                for _ in self.blocks
-            ]
-        else:
-            self_cache = [ops.zeros(shape, self.compute_dtype) for _ in self.blocks]
-        cache = {"self": self_cache, "cross": []}
-        if self.has_cross_attention:
-            cache["cross"] = [
-                block.compute_cross_attention_cache(encoder_outputs)
-                for block in self.blocks
-            ]
-        return cache
+        return {"kv": ops.stack([k, v], axis=1)}
 
     def call(
         self,
@@ -239,39 +185,33 @@ def patch_cache_layout(split):
                 training=training,
             )
         if self.num_heads != self._kv_heads or (
-            getattr(self, "rotary_max_wavelength", None)
-            or getattr(self, "max_relative_position", None)
+            self.rotary_max_wavelength or self.max_relative_position
         ):
-            raise NotImplementedError("experiment covers plain MHA + sinusoidal PE")
+            raise NotImplementedError("legacy covers plain MHA + sinusoidal PE")
         H, dk = self.num_heads, self.key_dim
         if self.is_self_attention:
             qkv = self.query_key_value_dense(query)
             q, k, v = ops.split(qkv, [H * dk, 2 * H * dk], axis=-1)
             q = self._split_heads(q, H, dk)
-            k = ops.transpose(self._split_heads(k, H, dk), (0, 2, 1, 3))
-            v = ops.transpose(self._split_heads(v, H, dk), (0, 2, 1, 3))
-            if split:  # (B, H, T, dk) into (B, H, S_max, dk) buffers
-                cache = (
-                    mha.dynamic_update(cache[0], k, cache_index, axis=2),
-                    mha.dynamic_update(cache[1], v, cache_index, axis=2),
+            update = ops.stack(
+                [self._split_heads(k, H, dk), self._split_heads(v, H, dk)], axis=1
+            )  # (B, 2, T, H, dk)
+            cache = {
+                "kv": modules["utils"].dynamic_update(
+                    cache["kv"], update, cache_index, axis=2, in_place=False
                 )
-            else:  # (B, 2, H, T, dk) into (B, 2, H, S_max, dk)
-                update = ops.stack([k, v], axis=1)
-                cache = mha.dynamic_update(cache, update, cache_index, axis=3)
+            }
         else:
             q = self._split_heads(self.query_dense(query), H, dk)
-        if split:
-            k, v = cache
-        else:
-            k, v = cache[:, 0], cache[:, 1]  # (B, H, S, dk)
-        query_length, key_length = ops.shape(q)[1], ops.shape(k)[2]
+        k, v = cache["kv"][:, 0], cache["kv"][:, 1]  # (B, S, H, dk)
+        query_length, key_length = ops.shape(q)[1], ops.shape(k)[1]
         causal_part = None
         if self.is_self_attention:
             offset = ops.cast(cache_index, "int32")
             causal_part = mha.causal_mask(query_length, key_length, offset)
         mask = mha.merge_masks(attention_mask, query_mask, value_mask, causal_part)
         q = q * ops.cast(1.0 / math.sqrt(dk), q.dtype)
-        scores = ops.cast(ops.einsum("bthd,bhsd->bhts", q, k), "float32")
+        scores = ops.cast(ops.einsum("bthd,bshd->bhts", q, k), "float32")
         if mask is not None:
             scores = ops.where(mask, scores, mha._MASKED_SCORE)
         weights = ops.softmax(scores, axis=-1)
@@ -280,7 +220,7 @@ def patch_cache_layout(split):
         probs = self.dropout_layer(
             ops.cast(weights, self.compute_dtype), training=training
         )
-        context = ops.einsum("bhts,bhsd->bthd", probs, v)
+        context = ops.einsum("bhts,bshd->bthd", probs, v)
         context = ops.reshape(
             context, (ops.shape(context)[0], query_length, H * self._value_dim)
         )
@@ -289,11 +229,45 @@ def patch_cache_layout(split):
             outputs += (weights,)
         return outputs + (cache,)
 
+    MHA.init_cache = init_cache
     MHA.compute_key_value_cache = compute_key_value_cache
     MHA.call = call
-    decoder_module.Decoder.init_cache = init_cache
-    if split and not isinstance(beam_search.ops, _TupleTakeOps):
-        beam_search.ops = _TupleTakeOps()
+
+
+class _TwoStageTopKOps:
+    """`keras.ops` whose `top_k` over `(B, K * V)` beam candidates is two-stage.
+
+    The best `k` of the `K * V` extensions are among each beam's own best `k`
+    (a beam's score shifts its whole row), so a top-k per beam row `(B, K, V)`
+    then a top-k over the `K * k` survivors selects the same candidates with
+    far smaller sorts. Other `top_k` calls pass through.
+    """
+
+    def __init__(self, vocabulary):
+        self.vocabulary = vocabulary
+
+    def __getattr__(self, name):
+        from keras import ops
+
+        return getattr(ops, name)
+
+    def top_k(self, x, k, sorted=True):
+        from keras import ops
+
+        n, vocabulary = x.shape[-1], self.vocabulary
+        if n is None or n <= vocabulary or n % vocabulary:
+            return ops.top_k(x, k, sorted=sorted)
+        beams = n // vocabulary
+        values, tokens = ops.top_k(ops.reshape(x, (-1, beams, vocabulary)), k)
+        best, pick = ops.top_k(ops.reshape(values, (-1, beams * k)), k)
+        tokens = ops.take_along_axis(
+            ops.reshape(tokens, (-1, beams * k)), pick, axis=-1
+        )
+        return best, ops.cast(pick // k, tokens.dtype) * vocabulary + tokens
+
+
+def patch_two_stage_topk(vocabulary=8192):
+    _modules()["beam"].ops = _TwoStageTopKOps(vocabulary)
 
 
 def apply_patch(variant):
@@ -304,14 +278,12 @@ def apply_patch(variant):
     for name in variant.split("+"):
         if name in ("baseline", "no_dropout"):
             continue
-        if name == "dus":
-            patch_writes(slice_update_write)
-        elif name == "scatter":
-            patch_writes(scatter_write)
-        elif name == "heads_major":
-            patch_cache_layout(split=False)
-        elif name == "split_kv":
-            patch_cache_layout(split=True)
+        if name == "gather_writes":
+            patch_gather_writes()
+        elif name == "cross_per_beam":
+            patch_cross_per_beam()
+        elif name == "legacy":
+            patch_legacy_layout()
         elif name == "topk2":
             patch_two_stage_topk()
         else:
@@ -327,36 +299,28 @@ def patched(variant):
     patched graph afterwards, so patched and unpatched models can run side by
     side in one process.
     """
-    import importlib
-
-    from keras_transformer.layers import decoder as decoder_module
-    from keras_transformer.layers import multi_head_attention as mha
-
-    modules = [
-        importlib.import_module(f"keras_transformer.{name}")
-        for name in (
-            "layers.multi_head_attention",
-            "decoding.greedy_search",
-            "decoding.beam_search",
-        )
-    ]
+    modules = _modules()
+    MHA = modules["mha"].MultiHeadAttention
     saved = {
-        "writes": [m.dynamic_update for m in modules],
-        "beam_ops": modules[2].ops,
-        "call": mha.MultiHeadAttention.call,
-        "kv_cache": mha.MultiHeadAttention.compute_key_value_cache,
-        "init_cache": decoder_module.Decoder.init_cache,
+        "in_xla_context": modules["utils"].in_xla_context,
+        "greedy_start": modules["greedy"].start_state,
+        "beam_start": modules["beam"].start_state,
+        "beam_ops": modules["beam"].ops,
+        "call": MHA.call,
+        "kv_cache": MHA.compute_key_value_cache,
+        "init_cache": MHA.init_cache,
     }
     apply_patch(variant)
     try:
         yield
     finally:
-        for module, write in zip(modules, saved["writes"]):
-            module.dynamic_update = write
-        modules[2].ops = saved["beam_ops"]
-        mha.MultiHeadAttention.call = saved["call"]
-        mha.MultiHeadAttention.compute_key_value_cache = saved["kv_cache"]
-        decoder_module.Decoder.init_cache = saved["init_cache"]
+        modules["utils"].in_xla_context = saved["in_xla_context"]
+        modules["greedy"].start_state = saved["greedy_start"]
+        modules["beam"].start_state = saved["beam_start"]
+        modules["beam"].ops = saved["beam_ops"]
+        MHA.call = saved["call"]
+        MHA.compute_key_value_cache = saved["kv_cache"]
+        MHA.init_cache = saved["init_cache"]
 
 
 # ---------------------------------------------------------------------------
@@ -395,8 +359,11 @@ def summarize_pairs(times, baseline="baseline"):
     return out
 
 
-def run_decode(rounds):
-    """Greedy and beam variants, and keras-hub's cached greedy, interleaved."""
+def run_decode(rounds, only=None):
+    """Greedy and beam variants, and keras-hub's cached greedy, interleaved.
+
+    `only`: variant names to run (the baselines always run).
+    """
     import _keras_systems as ks
     import numpy as np
     import tensorflow as tf
@@ -404,8 +371,10 @@ def run_decode(rounds):
     source = tf.constant(decode_source())
     new_tokens = DECODE["new_tokens"]
     functions, outputs = {}, {}
-    variants = [("greedy", v) for v in GREEDY_VARIANTS]
-    variants += [("beam", v) for v in BEAM_VARIANTS]
+    greedy_variants = [v for v in GREEDY_VARIANTS if _selected(v, only)]
+    beam_variants = [v for v in BEAM_VARIANTS if _selected(v, only)]
+    variants = [("greedy", v) for v in greedy_variants]
+    variants += [("beam", v) for v in beam_variants]
     for kind, variant in variants:
         model = ks.build_ours()  # seeded: the same weights for every variant
         beam = DECODE["beam_size"] if kind == "beam" else 1
@@ -444,15 +413,15 @@ def run_decode(rounds):
             row["ms_per_step"] = 1000 * row["median_s"] / new_tokens
     # Paired ratios behind the issue's decoding targets.
     result["ratios"] = {}
-    for variant in GREEDY_VARIANTS:
+    for variant in greedy_variants:
         result["ratios"][f"greedy {variant} vs keras-hub cached (speed-up)"] = (
             statistics.median(
                 h / o
                 for h, o in zip(times["keras_hub_cached"], times[f"greedy/{variant}"])
             )
         )
-    for variant in BEAM_VARIANTS:
-        greedy = "split_kv" if "split_kv" in variant else "baseline"
+    for variant in beam_variants:
+        greedy = variant if variant in greedy_variants else "baseline"
         result["ratios"][
             f"beam {variant} vs greedy {greedy} per sentence (cost ratio)"
         ] = statistics.median(
@@ -462,6 +431,10 @@ def run_decode(rounds):
         1000 * statistics.median(times["keras_hub_cached"]) / new_tokens
     )
     return result
+
+
+def _selected(variant, only):
+    return variant == "baseline" or only is None or variant in only
 
 
 def run_train(rounds):
@@ -494,6 +467,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--only", default="decode,train")
     parser.add_argument("--output", default=None, help="JSON file")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated decoding variants to run (default: all; "
+        "the baselines always run)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -501,7 +480,8 @@ def main(argv=None):
         if kind == "train":
             emit({"train": run_train(args.rounds * 2)})
         else:
-            emit(run_decode(args.rounds))
+            only = set(args.variants.split(",")) if args.variants else None
+            emit(run_decode(args.rounds, only))
         return 0
 
     summary = {}
@@ -516,6 +496,8 @@ def main(argv=None):
             "--rounds",
             str(args.rounds),
         ]
+        if args.variants:
+            command += ["--variants", args.variants]
         load = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, env=env)

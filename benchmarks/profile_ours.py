@@ -43,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--variant",
         default="baseline",
-        help="a patch from experiments.py (dus, scatter, heads_major)",
+        help="a patch from experiments.py (gather_writes, cross_per_beam, legacy, topk2)",
     )
     return parser.parse_args(argv)
 

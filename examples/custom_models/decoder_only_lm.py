@@ -6,9 +6,12 @@
 
 It learns to count in English words ("twenty one , twenty two , ...") and
 generates greedily with the decoder's fixed-size key/value cache:
-`decoder.init_cache(batch_size, max_length)` once, then one position at a
-time with `cache=` and `cache_index=`. Nothing grows, so the loop compiles
-with XLA. `generate_without_cache` recomputes the whole prefix at every step;
+`decoder.init_cache(batch_size, max_length)` once (per block, separate
+heads-major key and value buffers `(batch_size, heads, max_length, key_dim)`),
+then one position at a time with `cache=` and `cache_index=`. Nothing grows,
+so the loop compiles with XLA, which writes each new position into the
+buffers in place. `generate_without_cache` recomputes the whole prefix at
+every step;
 both give the same tokens (and logits up to float rounding).
 
 `DecoderOnlyLM` is a registered serializable `keras.Model`, so the saved

@@ -40,8 +40,9 @@ def beam_search(
     `num_return_sequences` best finished hypotheses score at least as well
     as any alive hypothesis could (its log-probability can only fall); the
     loop ends when every sentence is done or after `max_length` tokens. The
-    self-attention cache is reordered with the beams; the encoder and its
-    cross-attention keys/values are computed once.
+    self-attention cache (one row per beam) is reordered with the beams; the
+    encoder and its cross-attention keys/values are computed and stored once
+    per sentence and shared by its beams.
 
     Args:
         model: a `keras_transformer.Transformer`.
@@ -140,8 +141,13 @@ def beam_search(
             + ops.cast(parent, "int32"),
             (-1,),
         )
+        # Reorder each self-attention buffer with its beams; the shared
+        # cross-attention keys/values (one row per sentence) never move.
         cache = {
-            "self": [ops.take(c, rows, axis=0) for c in cache["self"]],
+            "self": [
+                {name: ops.take(buffer, rows, axis=0) for name, buffer in c.items()}
+                for c in cache["self"]
+            ],
             "cross": cache["cross"],
         }
         if return_attention:

@@ -58,8 +58,11 @@ def generate(
     """Translates token ids with greedy (`beam_size=1`) or beam search.
 
     The whole search is one `tf.while_loop` with a fixed-size key/value
-    cache, compiled with XLA when `jit_compile=True` (one compilation per
-    source shape and settings; compiled functions are kept on the model).
+    cache (per decoder block, heads-major key and value buffers; see
+    `Transformer.init_cache`), compiled with XLA when `jit_compile=True` (one
+    compilation per source shape and settings; compiled functions are kept
+    on the model). Beam search keeps one self-attention cache row per beam
+    and one cross-attention row per source sentence.
 
     Args:
         model: a `keras_transformer.Transformer`.
@@ -75,7 +78,10 @@ def generate(
         return_attention: bool, also return the last decoder block's
             encoder-decoder attention weights (mean over heads), e.g. for
             alignments.
-        jit_compile: bool, compile with XLA.
+        jit_compile: bool, compile with XLA. Under XLA the key/value caches
+            and the output ids are written in place (dynamic-update-slice);
+            without it, by gather + select of core TensorFlow ops (what an
+            exported `Translator` runs). Both give the same ids.
 
     Returns:
         int32 ids `(batch_size, length)` (or `(batch_size, n, length)` when

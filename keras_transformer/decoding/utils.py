@@ -6,21 +6,21 @@ from keras import ops
 def start_state(model, source_ids, max_length, batch_size, beam_size=1):
     """Encodes once and prepares the decoding state.
 
-    With `beam_size > 1`, each sentence's encoder output is repeated
-    `beam_size` times (beams of one sentence are adjacent) before the
-    cross-attention keys/values are projected.
+    With `beam_size > 1`, the self-attention caches and the tokens have one
+    row per beam (beams of one sentence are adjacent), while the encoder
+    output, its cross-attention keys/values and the source mask keep one row
+    per sentence: the beams of a sentence share them (see
+    `Transformer.init_cache`), so the keys/values are projected and stored
+    once per sentence, not once per beam.
 
     Returns:
         dict with `"tokens"` int32 `(batch_size * beam_size, max_length + 1)`
         (BOS, then padding), `"cache"` (see `Transformer.init_cache`) and
-        `"source_mask"` bool `(batch_size * beam_size, source_length)`.
+        `"source_mask"` bool `(batch_size, source_length)`.
     """
     source_ids = ops.cast(source_ids, "int32")
     encoder_outputs = model.encode(source_ids, training=False)
     source_mask = ops.not_equal(source_ids, model.pad_id)
-    if beam_size > 1:
-        encoder_outputs = ops.repeat(encoder_outputs, beam_size, axis=0)
-        source_mask = ops.repeat(source_mask, beam_size, axis=0)
     rows = batch_size * beam_size
     tokens = ops.concatenate(
         [
@@ -29,7 +29,7 @@ def start_state(model, source_ids, max_length, batch_size, beam_size=1):
         ],
         axis=1,
     )
-    cache = model.init_cache(encoder_outputs, max_length)
+    cache = model.init_cache(encoder_outputs, max_length, beam_size=beam_size)
     return {"tokens": tokens, "cache": cache, "source_mask": source_mask}
 
 

@@ -13,7 +13,9 @@ class Translator(tf.Module):
     The translator holds the model's variables and the SentencePiece models,
     so a SavedModel of it needs nothing but `tensorflow` and
     `tensorflow_text` to run (and stock TF Serving, which links the
-    tensorflow-text kernels, can serve it).
+    tensorflow-text kernels, can serve it). The search is traced without
+    XLA, so its key/value cache writes are gather + select of core ops (no
+    `XlaDynamicUpdateSlice`; see `layers.utils.dynamic_update`).
 
     Input handling, per sentence of the batch:
 

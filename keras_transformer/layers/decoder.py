@@ -1,7 +1,6 @@
 """The decoder stack: embeddings, positional encoding, N decoder blocks."""
 
 import keras
-from keras import ops
 
 from keras_transformer.layers.decoder_block import DecoderBlock
 from keras_transformer.layers.transformer_stack_base import TransformerStackBase
@@ -21,9 +20,11 @@ class Decoder(TransformerStackBase):
 
     Incremental decoding: `cache = decoder.init_cache(batch_size, max_length,
     encoder_outputs)` holds, per block, a fixed-size self-attention cache and
-    the encoder keys/values (projected once). Call the decoder on one (or
-    more) new positions with `cache` and `cache_index`; it returns
-    `(outputs, cache)`. Nothing grows, so the loop compiles with XLA.
+    the encoder keys/values (projected once), each a dict of heads-major
+    `"key"`/`"value"` buffers. Call the decoder on one (or more) new
+    positions with `cache` and `cache_index`; it returns `(outputs, cache)`.
+    Nothing grows, so the loop compiles with XLA, and under XLA the new
+    positions are written into the buffers in place.
 
     Args:
         Same as `Encoder`.
@@ -75,26 +76,29 @@ class Decoder(TransformerStackBase):
         """An empty decoding cache for `max_length` target positions.
 
         Args:
-            batch_size: int or scalar tensor.
+            batch_size: int or scalar tensor, rows of decoder input.
             max_length: int, the number of positions the cache can hold.
-            encoder_outputs: `(batch_size, source_length, d_model)`, required
-                when the decoder has encoder-decoder attention.
+            encoder_outputs: `(encoder_batch_size, source_length, d_model)`,
+                required when the decoder has encoder-decoder attention.
+                `batch_size` must be a multiple of `encoder_batch_size`:
+                with `batch_size = r * encoder_batch_size`, decoder rows
+                `i * r ... i * r + r - 1` read encoder row `i` (beam search
+                keeps one copy of each sentence's keys/values for its `r`
+                beams).
 
         Returns:
-            `{"self": [per block (batch_size, 2, max_length, kv_heads,
-            key_dim)], "cross": [per block (batch_size, 2, source_length,
-            kv_heads, key_dim)]}` (`"cross"` is empty without an encoder).
+            `{"self": [per block {"key": (batch_size, kv_heads, max_length,
+            key_dim), "value": (same)}], "cross": [per block {"key":
+            (encoder_batch_size, kv_heads, source_length, key_dim), "value":
+            (same)}]}` (`"cross"` is empty without an encoder). `kv_heads`
+            is `num_key_value_heads` (default `num_heads`). The `"self"`
+            buffers are zeros in the compute dtype.
         """
-        attention = self.blocks[0].self_attention
-        shape = (
-            batch_size,
-            2,
-            max_length,
-            attention.num_key_value_heads or attention.num_heads,
-            attention.key_dim,
-        )
         cache = {
-            "self": [ops.zeros(shape, self.compute_dtype) for _ in self.blocks],
+            "self": [
+                block.self_attention.init_cache(batch_size, max_length)
+                for block in self.blocks
+            ],
             "cross": [],
         }
         if self.has_cross_attention:

@@ -20,12 +20,16 @@ class DecoderBlock(TransformerBlockBase):
     with `encoder_sequence`; without it the block is a decoder-only (GPT
     style) layer.
 
-    Incremental decoding: pass `self_attention_cache`
-    `(batch_size, 2, max_length, num_key_value_heads, key_dim)` and
-    `cache_index`; the block writes this step's keys/values there and
-    returns the updated cache. `cross_attention_cache` (from
+    Incremental decoding: pass `self_attention_cache` (from
+    `self_attention.init_cache(batch_size, max_length)`: a dict of heads-major
+    buffers `{"key": (batch_size, num_key_value_heads, max_length, key_dim),
+    "value": (batch_size, num_key_value_heads, max_length, key_dim)}`) and
+    `cache_index`; the block writes this step's keys/values there (in place
+    under XLA) and returns the updated cache. `cross_attention_cache` (from
     `compute_cross_attention_cache`) holds the encoder's projected keys and
-    values, computed once per source sentence.
+    values in the same layout, computed once per source sentence; its batch
+    size may divide the decoder's (the beams of one sentence share it, see
+    `MultiHeadAttention`).
 
     Args:
         Same as `EncoderBlock`.
@@ -38,10 +42,12 @@ class DecoderBlock(TransformerBlockBase):
             cache (the cache's empty slots are masked instead).
         encoder_padding_mask: optional bool `(batch_size, source_length)`.
             Defaults to the encoder sequence's Keras mask.
-        self_attention_cache: optional cache, see above.
+        self_attention_cache: optional cache dict, see above.
         cross_attention_cache: optional precomputed encoder keys/values
-            `(batch_size, 2, source_length, num_key_value_heads, key_dim)`;
-            replaces `encoder_sequence`.
+            `{"key": (cache_batch_size, num_key_value_heads, source_length,
+            key_dim), "value": (same)}` where `batch_size` is a multiple of
+            `cache_batch_size`; replaces `encoder_sequence`.
+            `encoder_padding_mask` may then have either batch size.
         cache_index: int or scalar int tensor, position of the first
             `decoder_sequence` element.
         return_attention_scores: bool.
@@ -95,7 +101,15 @@ class DecoderBlock(TransformerBlockBase):
         self.built = True
 
     def compute_cross_attention_cache(self, encoder_sequence):
-        """Encoder keys/values `(batch_size, 2, source_length, heads, key_dim)`."""
+        """Projected encoder keys/values for `cross_attention_cache`.
+
+        Args:
+            encoder_sequence: `(batch_size, source_length, d_model)`.
+
+        Returns:
+            `{"key": (batch_size, num_key_value_heads, source_length,
+            key_dim), "value": (same)}`.
+        """
         return self.cross_attention.compute_key_value_cache(encoder_sequence)
 
     def call(
@@ -190,7 +204,7 @@ class DecoderBlock(TransformerBlockBase):
         if return_attention_scores:
             batch_size, length = decoder_sequence.shape[0], decoder_sequence.shape[1]
             key_length = (
-                self_attention_cache.shape[2]
+                self_attention_cache["key"].shape[2]
                 if self_attention_cache is not None
                 else length
             )
@@ -201,7 +215,7 @@ class DecoderBlock(TransformerBlockBase):
             }
             if self.has_cross_attention:
                 source_length = (
-                    cross_attention_cache.shape[2]
+                    cross_attention_cache["key"].shape[2]
                     if cross_attention_cache is not None
                     else encoder_sequence.shape[1]
                 )
@@ -212,8 +226,9 @@ class DecoderBlock(TransformerBlockBase):
             outputs += (scores,)
         if self_attention_cache is not None:
             outputs += (
-                keras.KerasTensor(
-                    self_attention_cache.shape, dtype=self_attention_cache.dtype
-                ),
+                {
+                    name: keras.KerasTensor(buffer.shape, dtype=buffer.dtype)
+                    for name, buffer in self_attention_cache.items()
+                },
             )
         return outputs[0] if len(outputs) == 1 else outputs

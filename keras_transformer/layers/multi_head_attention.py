@@ -15,6 +15,9 @@ from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
 from keras_transformer.layers.utils import dynamic_update
 
+# The two buffers of a key/value cache.
+_CACHE_KEYS = ("key", "value")
+
 # Masked scores are replaced (not offset) by this float32 value before softmax.
 _MASKED_SCORE = -1e9
 
@@ -42,12 +45,28 @@ class MultiHeadAttention(keras.layers.Layer):
     mixed precision.
 
     Incremental decoding uses a cache of fixed size (XLA friendly, nothing
-    grows): for self-attention, `cache` of shape
-    `(batch_size, 2, max_length, num_key_value_heads, key_dim)` holds keys and
-    values; the new keys/values are written at `cache_index` and queries
-    attend to positions `< cache_index + query_length`. For attention over
-    another sequence, `cache` holds the precomputed keys/values of `value`
-    (see `compute_key_value_cache`) and `cache_index` is not used.
+    grows), a dict of two heads-major buffers:
+    `{"key": (batch_size, num_key_value_heads, max_length, key_dim),
+    "value": (batch_size, num_key_value_heads, max_length, value_dim)}`
+    (`init_cache` makes an empty one). Heads come before positions, so the
+    attention matmuls read the buffers as they are stored, with no per-step
+    transpose or copy of the whole cache; keys and values are separate
+    buffers, so each is written in place. For self-attention, the new
+    keys/values are written at `cache_index` and queries attend to positions
+    `< cache_index + query_length`. The write is an in-place XLA
+    dynamic-update-slice when traced for XLA (`tf.function(jit_compile=True)`,
+    e.g. `generate()`), and a gather + select of core TensorFlow ops
+    otherwise (eager, plain graphs, exported SavedModels); see
+    `keras_transformer.layers.utils.dynamic_update`. Both give the same
+    values.
+
+    For attention over another sequence, `cache` holds the precomputed
+    keys/values of `value` (see `compute_key_value_cache`) and `cache_index`
+    is not used. Its batch size may divide the query's: with
+    `batch_size = r * cache_batch_size`, query rows `i * r ... i * r + r - 1`
+    all attend to cache row `i` (beam search: the `r` beams of one source
+    sentence share its encoder keys/values, projected and stored once); a
+    `value_mask` may then have either batch size.
 
     Args:
         num_heads: int, number of attention heads `h`.
@@ -86,7 +105,11 @@ class MultiHeadAttention(keras.layers.Layer):
             the keys/values. Defaults to the value's Keras mask, or for
             self-attention without a cache, to `query_mask`.
         causal: bool, apply a causal (look-ahead) mask.
-        cache: optional key/value cache, see above.
+        cache: optional key/value cache, a dict `{"key": (cache_batch_size,
+            num_key_value_heads, cache_length, key_dim), "value":
+            (cache_batch_size, num_key_value_heads, cache_length,
+            value_dim)}`, see above (`cache_batch_size == batch_size` for
+            self-attention).
         cache_index: int or scalar int tensor, where to write new keys/values
             in a self-attention cache.
         return_attention_scores: bool, also return the attention weights.
@@ -95,8 +118,9 @@ class MultiHeadAttention(keras.layers.Layer):
     Returns:
         `output` of shape `(batch_size, query_length, output_dim)`; with
         `return_attention_scores`, also the float32 attention weights of shape
-        `(batch_size, num_heads, query_length, key_length)`; with a `cache`,
-        also the (updated) cache, last: `(output[, scores], cache)`.
+        `(batch_size, num_heads, query_length, key_length)` (`key_length` is
+        the cache length with a cache); with a `cache`, also the (updated)
+        cache dict, last: `(output[, scores], cache)`.
 
     Example:
 
@@ -105,6 +129,16 @@ class MultiHeadAttention(keras.layers.Layer):
     >>> x = np.random.rand(3, 5, 8).astype("float32")
     >>> tuple(layer(x, causal=True).shape)
     (3, 5, 8)
+
+    Incremental decoding, one position at a time:
+
+    >>> cache = layer.init_cache(batch_size=3, max_length=5)
+    >>> tuple(cache["key"].shape)
+    (3, 2, 5, 4)
+    >>> out, cache = layer(x[:, :1], cache=cache, cache_index=0, causal=True)
+    >>> out, cache = layer(x[:, 1:2], cache=cache, cache_index=1, causal=True)
+    >>> tuple(out.shape)
+    (3, 1, 8)
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762), 3.2.
@@ -239,6 +273,24 @@ class MultiHeadAttention(keras.layers.Layer):
         batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (batch_size, length, num_heads, head_dim))
 
+    def init_cache(self, batch_size, max_length):
+        """An empty (zero) self-attention cache for `max_length` positions.
+
+        Args:
+            batch_size: int or scalar int tensor.
+            max_length: int, the number of positions the cache holds.
+
+        Returns:
+            `{"key": (batch_size, num_key_value_heads, max_length, key_dim),
+            "value": (batch_size, num_key_value_heads, max_length,
+            value_dim)}` in the layer's compute dtype.
+        """
+        shape = (batch_size, self._kv_heads, max_length)
+        return {
+            "key": ops.zeros(shape + (self.key_dim,), self.compute_dtype),
+            "value": ops.zeros(shape + (self._value_dim,), self.compute_dtype),
+        }
+
     def compute_key_value_cache(self, value, key=None):
         """Projects `key`/`value` once, for attention over a fixed sequence.
 
@@ -247,26 +299,45 @@ class MultiHeadAttention(keras.layers.Layer):
             key: optional, defaults to `value`.
 
         Returns:
-            `(batch_size, 2, key_length, num_key_value_heads, key_dim)`.
+            `{"key": (batch_size, num_key_value_heads, key_length, key_dim),
+            "value": (batch_size, num_key_value_heads, key_length,
+            value_dim)}`, heads-major (transposed once, here).
         """
         if self.is_self_attention:
             raise ValueError(
                 "`compute_key_value_cache` is for attention over another "
                 "sequence; this layer was built for self-attention."
             )
-        if self._value_dim != self.key_dim:
-            raise ValueError(
-                "A key/value cache needs value_dim == key_dim. Received: "
-                f"key_dim={self.key_dim}, value_dim={self.value_dim}"
-            )
         key = value if key is None else key
         k = self._split_heads(self.key_dense(key), self._kv_heads, self.key_dim)
-        v = self._split_heads(self.value_dense(value), self._kv_heads, self.key_dim)
-        return ops.stack([k, v], axis=1)
+        v = self._split_heads(self.value_dense(value), self._kv_heads, self._value_dim)
+        return {
+            "key": ops.transpose(k, (0, 2, 1, 3)),
+            "value": ops.transpose(v, (0, 2, 1, 3)),
+        }
+
+    @staticmethod
+    def _check_cache(cache):
+        if not (hasattr(cache, "keys") and set(cache.keys()) == set(_CACHE_KEYS)):
+            raise ValueError(
+                "`cache` must be a dict {'key': (batch_size, num_key_value_heads, "
+                "length, key_dim), 'value': (batch_size, num_key_value_heads, "
+                "length, value_dim)}, as made by `init_cache` or "
+                "`compute_key_value_cache`. Received: "
+                f"{type(cache).__name__} {getattr(cache, 'shape', '')}"
+            )
+        return {name: cache[name] for name in _CACHE_KEYS}
 
     def _project(self, query, value, key, cache, cache_index):
-        """Returns q `(B,T,H,dk)`, k `(B,S,Hkv,dk)`, v `(B,S,Hkv,dv)`, cache."""
+        """Returns q `(B,T,H,dk)`, k, v, the cache, and whether k/v are
+        heads-major.
+
+        Without a cache, k `(B,S,Hkv,dk)` and v `(B,S,Hkv,dv)`; with one, the
+        cache's buffers k `(B,Hkv,S,dk)` and v `(B,Hkv,S,dv)`.
+        """
         H, Hkv, dk, dv = self.num_heads, self._kv_heads, self.key_dim, self._value_dim
+        if cache is not None:
+            cache = self._check_cache(cache)
         if self.is_self_attention:
             if value is not None or key is not None:
                 raise ValueError(
@@ -282,21 +353,24 @@ class MultiHeadAttention(keras.layers.Layer):
                 offset = 0 if cache_index is None else cache_index
                 q = self._rotate(q, offset)
                 k = self._rotate(k, offset)
-            if cache is not None:
-                if cache_index is None:
-                    raise ValueError(
-                        "A self-attention `cache` needs `cache_index`, the "
-                        "position at which to write the new keys/values."
-                    )
-                if dv != dk:
-                    raise ValueError(
-                        "A key/value cache needs value_dim == key_dim. Received: "
-                        f"key_dim={dk}, value_dim={dv}"
-                    )
-                update = ops.stack([k, v], axis=1)  # (B, 2, T, Hkv, dk)
-                cache = dynamic_update(cache, update, cache_index, axis=2)
-                k, v = cache[:, 0], cache[:, 1]  # (B, S_max, Hkv, dk)
-            return q, k, v, cache
+            if cache is None:
+                return q, k, v, None, False
+            if cache_index is None:
+                raise ValueError(
+                    "A self-attention `cache` needs `cache_index`, the "
+                    "position at which to write the new keys/values."
+                )
+            # Only the T new positions are transposed to (B, Hkv, T, d) and
+            # written: in place under XLA, gather + select otherwise.
+            cache = {
+                "key": dynamic_update(
+                    cache["key"], ops.transpose(k, (0, 2, 1, 3)), cache_index, axis=2
+                ),
+                "value": dynamic_update(
+                    cache["value"], ops.transpose(v, (0, 2, 1, 3)), cache_index, axis=2
+                ),
+            }
+            return q, cache["key"], cache["value"], cache, True
         if value is None and cache is None:
             raise ValueError(
                 "This layer was built for attention over another sequence "
@@ -304,12 +378,11 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         q = self._split_heads(self.query_dense(query), H, dk)
         if cache is not None:
-            k, v = cache[:, 0], cache[:, 1]
-        else:
-            key = value if key is None else key
-            k = self._split_heads(self.key_dense(key), Hkv, dk)
-            v = self._split_heads(self.value_dense(value), Hkv, dv)
-        return q, k, v, cache
+            return q, cache["key"], cache["value"], cache, True
+        key = value if key is None else key
+        k = self._split_heads(self.key_dense(key), Hkv, dk)
+        v = self._split_heads(self.value_dense(value), Hkv, dv)
+        return q, k, v, None, False
 
     def _rotate(self, x, offset):
         """Rotary position embedding of `x` `(B, T, heads, d)` (Su et al.).
@@ -362,8 +435,34 @@ class MultiHeadAttention(keras.layers.Layer):
         if value_mask is None and self.is_self_attention and cache is None:
             value_mask = query_mask
 
-        q, k, v, cache = self._project(query, value, key, cache, cache_index)
-        query_length, key_length = ops.shape(q)[1], ops.shape(k)[1]
+        q, k, v, cache, heads_major = self._project(
+            query, value, key, cache, cache_index
+        )
+        query_length = ops.shape(q)[1]
+        key_length = ops.shape(k)[2 if heads_major else 1]
+
+        # A cross-attention cache shared by `repeats` consecutive query rows
+        # (beam search): fold those rows into the query length,
+        # (repeats * C, T, ...) -> (C, repeats * T, ...), and unfold the
+        # outputs at the end. A no-op reshape when the batch sizes are equal.
+        folded = cache is not None and not self.is_self_attention
+        if folded:
+            query_batch, cache_batch = ops.shape(q)[0], ops.shape(k)[0]
+            repeats = query_batch // cache_batch
+            unfolded_length = query_length
+            query_length = repeats * query_length
+            q = ops.reshape(
+                q, (cache_batch, query_length, self.num_heads, self.key_dim)
+            )
+            if query_mask is not None:
+                query_mask = ops.reshape(query_mask, (cache_batch, query_length))
+            if value_mask is not None:  # (C or repeats * C, S): first of each
+                value_mask = ops.reshape(value_mask, (cache_batch, -1, key_length))
+                value_mask = value_mask[:, 0]
+            if attention_mask is not None:
+                attention_mask = self._fold_attention_mask(
+                    attention_mask, cache_batch, repeats, unfolded_length, key_length
+                )
 
         causal_part = None
         if self.is_self_attention and cache is not None:
@@ -383,18 +482,21 @@ class MultiHeadAttention(keras.layers.Layer):
                 query_length, key_length, 0 if cache_index is None else cache_index
             )  # (T, S)
 
+        # Keys/values are (B, S, Hkv, d) or, from a cache, (B, Hkv, S, d).
+        kv = "bhsd" if heads_major else "bshd"
+        kv_grouped = "bksd" if heads_major else "bskd"
         # Scores in float32: (B, H, T, S).
         q = q * ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype)
         q_heads = q  # (B, T, H, dk)
         groups = self.num_heads // self._kv_heads
+        batch_size = ops.shape(q)[0]
         if groups == 1:
-            scores = ops.einsum("bthd,bshd->bhts", q, k)
+            scores = ops.einsum(f"bthd,{kv}->bhts", q, k)
         else:
-            batch_size = ops.shape(q)[0]
             q = ops.reshape(
                 q, (batch_size, query_length, self._kv_heads, groups, self.key_dim)
             )
-            scores = ops.einsum("btkgd,bskd->bkgts", q, k)
+            scores = ops.einsum(f"btkgd,{kv_grouped}->bkgts", q, k)
             scores = ops.reshape(
                 scores, (batch_size, self.num_heads, query_length, key_length)
             )
@@ -415,27 +517,37 @@ class MultiHeadAttention(keras.layers.Layer):
             ops.cast(weights, self.compute_dtype), training=training
         )
         if groups == 1:
-            context = ops.einsum("bhts,bshd->bthd", probs, v)
+            context = ops.einsum(f"bhts,{kv}->bthd", probs, v)
         else:
-            batch_size = ops.shape(q)[0]
             probs_g = ops.reshape(
                 probs, (batch_size, self._kv_heads, groups, query_length, key_length)
             )
-            context = ops.einsum("bkgts,bskd->btkgd", probs_g, v)
+            context = ops.einsum(f"bkgts,{kv_grouped}->btkgd", probs_g, v)
         if relative is not None:  # sum_j alpha_ij a^V_ij (Shaw et al., eq. 3)
             relative_values = ops.take(
                 ops.cast(self.relative_value_embeddings, probs.dtype), relative, axis=0
             )  # (T, S, dv)
             context = ops.reshape(
-                context,
-                (ops.shape(probs)[0], query_length, self.num_heads, self._value_dim),
+                context, (batch_size, query_length, self.num_heads, self._value_dim)
             ) + ops.einsum("bhts,tsd->bthd", probs, relative_values)
         # Concatenate heads: (B, T, H * dv), then W_O.
         context = ops.reshape(
-            context,
-            (ops.shape(context)[0], query_length, self.num_heads * self._value_dim),
+            context, (batch_size, query_length, self.num_heads * self._value_dim)
         )
         output = self.output_dense(context)
+        if folded:  # back to (repeats * C, T, ...)
+            output = ops.reshape(
+                output, (query_batch, unfolded_length, output.shape[-1])
+            )
+            if return_attention_scores:
+                weights = ops.reshape(
+                    weights,
+                    (cache_batch, self.num_heads, repeats, unfolded_length, -1),
+                )
+                weights = ops.reshape(
+                    ops.transpose(weights, (0, 2, 1, 3, 4)),
+                    (query_batch, self.num_heads, unfolded_length, key_length),
+                )
 
         outputs = (output,)
         if return_attention_scores:
@@ -443,6 +555,17 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             outputs += (cache,)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def _fold_attention_mask(self, mask, cache_batch, repeats, length, key_length):
+        """`(r C, T, S)` or `(r C, h, T, S)` -> `(C, [h,] r T, S)`."""
+        if len(mask.shape) == 3:
+            return ops.reshape(mask, (cache_batch, repeats * length, key_length))
+        heads = ops.shape(mask)[1]
+        mask = ops.reshape(mask, (cache_batch, repeats, heads, length, key_length))
+        return ops.reshape(
+            ops.transpose(mask, (0, 2, 1, 3, 4)),
+            (cache_batch, heads, repeats * length, key_length),
+        )
 
     def compute_output_spec(
         self,
@@ -461,7 +584,7 @@ class MultiHeadAttention(keras.layers.Layer):
         outputs = (output,)
         if return_attention_scores:
             if cache is not None:
-                key_length = cache.shape[2]
+                key_length = cache["key"].shape[2]
             elif value is not None:
                 key_length = value.shape[1]
             else:
@@ -473,7 +596,12 @@ class MultiHeadAttention(keras.layers.Layer):
                 ),
             )
         if cache is not None:
-            outputs += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+            outputs += (
+                {
+                    name: keras.KerasTensor(cache[name].shape, dtype=cache[name].dtype)
+                    for name in _CACHE_KEYS
+                },
+            )
         return outputs[0] if len(outputs) == 1 else outputs
 
     def get_config(self):

@@ -34,31 +34,80 @@ def check_heads(d_model, num_heads, key_dim=None):
         )
 
 
-def dynamic_update(tensor, update, index, axis):
+def in_xla_context():
+    """Whether the code being traced will be compiled by XLA.
+
+    `True` inside a `tf.function(jit_compile=True)` (including the bodies of
+    its `tf.while_loop`s and the layers it calls), `False` eagerly and in
+    plain (non-XLA) graphs such as an exported SavedModel's. Other Keras
+    backends (JAX compiles everything) count as XLA.
+
+    TensorFlow enters an `XLAControlFlowContext` while tracing a
+    `jit_compile=True` function; this asks the (private, stable since TF 2.4)
+    `control_flow_util` helper that TensorFlow's own `while_loop` uses. If
+    that helper ever moves, the answer is `False`, which is always correct
+    (just slower under XLA).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return keras.backend.backend() == "jax"
+    try:
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover
+        return False
+    if tf.executing_eagerly():
+        return False
+    try:
+        return bool(
+            control_flow_util.GraphOrParentsInXlaContext(
+                tf.compat.v1.get_default_graph()
+            )
+        )
+    except AttributeError:  # pragma: no cover
+        return False
+
+
+def dynamic_update(tensor, update, index, axis, in_place=None):
     """Writes `update` into `tensor` at `index` along `axis`; same shape out.
 
-    Like `ops.slice_update`, but built from gather and select, so the graph
-    holds only core TensorFlow ops (the TF backend's `slice_update` lowers to
-    `XlaDynamicUpdateSlice`, which a stock TF Serving build may not run) and
-    every shape stays static under XLA.
+    Two implementations, with the same result:
+
+    - under XLA (`in_place=True`; by default when `in_xla_context()`):
+      `ops.slice_update`, an XLA dynamic-update-slice, which XLA performs in
+      place in a loop-carried buffer (a decoding cache): only the written
+      positions are touched;
+    - otherwise: gather + select over the whole tensor, so the graph holds
+      only core TensorFlow ops (the TF backend's `slice_update` lowers to
+      `XlaDynamicUpdateSlice`, which a stock TF Serving build may not run)
+      and every shape stays static.
 
     Args:
-        tensor: the tensor to update, e.g. a cache `(B, 2, S, H, d)`.
+        tensor: the tensor to update, e.g. a cache buffer `(B, H, S, d)`.
         update: same rank; its `axis` dimension is the number of positions
-            written, the other dimensions broadcast against `tensor`'s.
-        index: int or scalar int tensor, the first position written.
+            written. With `in_place=False` the other dimensions may broadcast
+            against `tensor`'s; with `in_place=True` they must be equal.
+        index: int or scalar int tensor, the first position written
+            (`index + update length <= tensor length`).
         axis: int, the axis to write along.
+        in_place: `None` (default) to pick by `in_xla_context()`, or a bool.
 
     Returns:
         A tensor of `tensor`'s shape and dtype.
     """
     axis = axis % len(tensor.shape)
+    index = ops.cast(index, "int32")
+    update = ops.cast(update, tensor.dtype)
+    if in_place is None:
+        in_place = in_xla_context()
+    if in_place:
+        start = [0] * len(tensor.shape)
+        start[axis] = index
+        return ops.slice_update(tensor, start, update)
     length = ops.shape(tensor)[axis]
     count = ops.shape(update)[axis]
-    index = ops.cast(index, "int32")
     positions = ops.arange(length, dtype="int32")
     source = ops.clip(positions - index, 0, count - 1)
-    gathered = ops.take(ops.cast(update, tensor.dtype), source, axis=axis)
+    gathered = ops.take(update, source, axis=axis)
     inside = ops.logical_and(positions >= index, positions < index + count)
     inside = ops.reshape(
         inside, [-1 if i == axis else 1 for i in range(len(tensor.shape))]

@@ -296,10 +296,30 @@ class Transformer(keras.Model):
         padding_mask = ops.not_equal(source_ids, self.pad_id)
         return self.encoder(x, padding_mask=padding_mask, training=training)
 
-    def init_cache(self, encoder_outputs, max_length):
-        """An empty decoding cache; see `Decoder.init_cache`."""
+    def init_cache(self, encoder_outputs, max_length, beam_size=1):
+        """An empty decoding cache; see `Decoder.init_cache`.
+
+        Args:
+            encoder_outputs: `(batch_size, source_length, d_model)`, from
+                `encode`; their keys/values are projected here, once.
+            max_length: int, the most target positions the cache holds.
+            beam_size: int, decoder rows per source sentence. The
+                self-attention caches get `batch_size * beam_size` rows
+                (the beams of sentence `i` are rows `i * beam_size ...`);
+                the cross-attention keys/values keep one row per sentence,
+                shared by its beams.
+
+        Returns:
+            `{"self": [per decoder block {"key": (batch_size * beam_size,
+            kv_heads, max_length, key_dim), "value": (same)}], "cross": [per
+            block {"key": (batch_size, kv_heads, source_length, key_dim),
+            "value": (same)}]}` with `key_dim = d_model // num_heads` and
+            `kv_heads = num_key_value_heads or num_heads`.
+        """
         batch_size = ops.shape(encoder_outputs)[0]
-        return self.decoder.init_cache(batch_size, max_length, encoder_outputs)
+        return self.decoder.init_cache(
+            batch_size * beam_size, max_length, encoder_outputs
+        )
 
     def decode(
         self,
@@ -320,7 +340,9 @@ class Transformer(keras.Model):
                 read when `cache` is given (it holds the projected keys and
                 values).
             source_padding_mask: bool `(batch_size, source_length)`, `True`
-                for real source tokens.
+                for real source tokens. With a cache whose cross-attention
+                part is shared by beams, it may also have one row per
+                sentence.
             cache: optional dict from `init_cache`.
             cache_index: int or scalar int tensor.
             return_attention_scores: bool, also return each block's weights.

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_transformer import Transformer
 from keras_transformer.decoding import beam_search
@@ -128,6 +129,47 @@ def test_xla_and_eager_graph_agree(trained_model, beam_size):
     graph = trained_model.generate(SOURCE, jit_compile=False, **kwargs)
     np.testing.assert_array_equal(xla["ids"], graph["ids"])
     np.testing.assert_allclose(xla["scores"], graph["scores"], atol=1e-4)
+
+
+def _graph_ops(function, *args):
+    graph = function.get_concrete_function(*args).graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    for library_function in graph.library.function:
+        ops |= {node.op for node in library_function.node_def}
+    return ops
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"num_key_value_heads": 1},
+        {"num_heads": 4, "num_key_value_heads": 2},
+        {"position_encoding": "rotary"},
+        {"position_encoding": "relative", "max_relative_position": 3},
+    ],
+    ids=lambda v: "-".join(map(str, v.values())) or "mha",
+)
+def test_in_place_xla_and_core_op_caches_give_identical_ids(variant):
+    # generate(jit_compile=True) writes the caches in place (XLA
+    # dynamic-update-slice); jit_compile=False (and the exported graph) uses
+    # gather + select of core ops. Same ids, greedy and beam.
+    keras.utils.set_random_seed(11)
+    config = dict(num_layers=2, d_model=16, num_heads=2, d_ff=32, dropout=0.0)
+    model = Transformer(vocabulary_size=VOCAB, **{**config, **variant})
+    for beam_size in (1, 3):
+        kwargs = dict(max_length=10, beam_size=beam_size, return_scores=True)
+        xla = model.generate(SOURCE, jit_compile=True, **kwargs)
+        graph = model.generate(SOURCE, jit_compile=False, **kwargs)
+        np.testing.assert_array_equal(xla["ids"], graph["ids"])
+        np.testing.assert_allclose(xla["scores"], graph["scores"], atol=1e-4)
+    source = tf.constant(SOURCE, tf.int32)
+    for key, function in model._generate_functions.items():
+        ops = _graph_ops(function, source)
+        jit_compile = key[-1]
+        assert ("XlaDynamicUpdateSlice" in ops) == jit_compile, key
+        if not jit_compile:
+            assert not {op for op in ops if op.startswith("Xla")}
 
 
 def test_n_best_is_sorted_and_distinct(trained_model):

@@ -17,6 +17,15 @@ def test_cached_decoding_equals_full_pass_under_xla(num_key_value_heads):
     )
     full = decoder(TARGET, encoder_outputs=MEMORY, encoder_padding_mask=MEMORY_MASK)
     cache = decoder.init_cache(2, TARGET.shape[1], MEMORY)
+    # Per block: heads-major key and value buffers; MQA keeps one head.
+    kv_heads, key_dim = num_key_value_heads or 2, 4
+    assert len(cache["self"]) == len(cache["cross"]) == 2
+    for block_cache in cache["self"]:
+        assert block_cache["key"].shape == (2, kv_heads, TARGET.shape[1], key_dim)
+        assert block_cache["value"].shape == (2, kv_heads, TARGET.shape[1], key_dim)
+    for block_cache in cache["cross"]:
+        assert block_cache["key"].shape == (2, kv_heads, MEMORY.shape[1], key_dim)
+        assert block_cache["value"].shape == (2, kv_heads, MEMORY.shape[1], key_dim)
 
     @tf.function(jit_compile=True)
     def step(ids, cache, index):
@@ -44,6 +53,35 @@ def test_decoder_only_language_model_stack():
     assert cache["cross"] == []
     step, cache = decoder(TARGET[:, :1], cache=cache, cache_index=0)
     np.testing.assert_allclose(step[:, 0], out[:, 0], atol=1e-5)
+
+
+def test_beams_share_one_cross_attention_cache_row():
+    # 3 decoder rows per encoder row (beam search), under XLA.
+    decoder = Decoder(2, 2, 16, d_model=8, vocabulary_size=20, num_key_value_heads=1)
+    target = np.repeat(TARGET, 3, axis=0)
+    full = decoder(
+        target,
+        encoder_outputs=np.repeat(MEMORY, 3, axis=0),
+        encoder_padding_mask=np.repeat(MEMORY_MASK, 3, axis=0),
+    )
+    cache = decoder.init_cache(6, TARGET.shape[1], MEMORY)
+    assert cache["self"][0]["key"].shape == (6, 1, TARGET.shape[1], 4)
+    assert cache["cross"][0]["key"].shape == (2, 1, MEMORY.shape[1], 4)
+
+    @tf.function(jit_compile=True)
+    def step(ids, cache, index):
+        return decoder(
+            ids, encoder_padding_mask=MEMORY_MASK, cache=cache, cache_index=index
+        )
+
+    outputs = []
+    for index in range(TARGET.shape[1]):
+        out, cache = step(target[:, index : index + 1], cache, tf.constant(index))
+        outputs.append(np.asarray(out))
+    real = target != 0
+    np.testing.assert_allclose(
+        np.concatenate(outputs, 1)[real], np.asarray(full)[real], atol=1e-5
+    )
 
 
 def test_cache_needs_index():

@@ -39,7 +39,8 @@ def test_cached_decoding_equals_full_pass(normalize_first):
     block = DecoderBlock(num_heads=2, d_ff=16, normalize_first=normalize_first)
     full = block(TARGET, SOURCE, encoder_padding_mask=SOURCE_MASK)
     cross = block.compute_cross_attention_cache(SOURCE)
-    cache = np.zeros((2, 2, 6, 2, 4), "float32")
+    assert cross["key"].shape == cross["value"].shape == (2, 2, 7, 4)
+    cache = block.self_attention.init_cache(2, 6)
 
     @tf.function(jit_compile=True)
     def step(token, cache, index):
@@ -56,6 +57,7 @@ def test_cached_decoding_equals_full_pass(normalize_first):
         out, cache = step(TARGET[:, index : index + 1], cache, tf.constant(index))
         outputs.append(np.asarray(out))
     np.testing.assert_allclose(np.concatenate(outputs, 1), full, atol=1e-5)
+    assert cache["key"].shape == cache["value"].shape == (2, 2, 6, 4)
 
 
 def test_decoder_only_block_has_no_cross_attention():

@@ -161,17 +161,25 @@ def test_fully_masked_row_finite_under_every_policy(policy):
     np.testing.assert_array_equal(weights, 0.0)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("num_key_value_heads", [None, 2, 1])
-def test_cached_self_attention_equals_full_causal_pass(num_key_value_heads):
+def test_cached_self_attention_equals_full_causal_pass(
+    num_key_value_heads, jit_compile
+):
     x = _random(B, T, D)
     layer = MultiHeadAttention(
         num_heads=H, key_dim=DK, num_key_value_heads=num_key_value_heads
     )
     full = layer(x, causal=True)
     kv_heads = num_key_value_heads or H
-    cache = np.zeros((B, 2, T, kv_heads, DK), "float32")
+    cache = layer.init_cache(B, T)
+    # Heads-major, separate key and value buffers; MQA/GQA shrink them.
+    assert set(cache) == {"key", "value"}
+    for buffer in cache.values():
+        assert buffer.shape == (B, kv_heads, T, DK)
+        np.testing.assert_array_equal(buffer, 0.0)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def step(token, cache, index):
         return layer(token, cache=cache, cache_index=index, causal=True)
 
@@ -180,7 +188,99 @@ def test_cached_self_attention_equals_full_causal_pass(num_key_value_heads):
         out, cache = step(x[:, index : index + 1], cache, tf.constant(index))
         steps.append(np.asarray(out))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
-    assert cache.shape == (B, 2, T, kv_heads, DK)
+    assert cache["key"].shape == (B, kv_heads, T, DK)
+    assert cache["value"].shape == (B, kv_heads, T, DK)
+
+
+def test_cache_holds_the_projected_keys_and_values_heads_major():
+    x = _random(B, T, D)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, num_key_value_heads=2)
+    layer(x)
+    _, cache = layer(x, cache=layer.init_cache(B, T + 2), cache_index=1)
+    qkv = np.asarray(layer.query_key_value_dense(x))
+    k = qkv[..., H * DK : (H + 2) * DK].reshape(B, T, 2, DK).transpose(0, 2, 1, 3)
+    v = qkv[..., (H + 2) * DK :].reshape(B, T, 2, DK).transpose(0, 2, 1, 3)
+    np.testing.assert_allclose(cache["key"][:, :, 1 : T + 1], k, atol=1e-6)
+    np.testing.assert_allclose(cache["value"][:, :, 1 : T + 1], v, atol=1e-6)
+    for name in ("key", "value"):  # unwritten slots stay empty
+        np.testing.assert_array_equal(cache[name][:, :, 0], 0.0)
+        np.testing.assert_array_equal(cache[name][:, :, T + 1], 0.0)
+
+
+def _graph_ops(function, *args):
+    graph = function.get_concrete_function(*args).graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    for library_function in graph.library.function:
+        ops |= {node.op for node in library_function.node_def}
+    return ops
+
+
+def test_cache_write_is_in_place_under_xla_and_core_ops_otherwise():
+    x = _random(B, 1, D)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    layer(x)
+    cache = layer.init_cache(B, T)
+
+    def step(token, cache, index):
+        return layer(token, cache=cache, cache_index=index, causal=True)
+
+    args = (x, cache, tf.constant(2))
+    xla_ops = _graph_ops(tf.function(step, jit_compile=True), *args)
+    graph_ops = _graph_ops(tf.function(step), *args)
+    assert "XlaDynamicUpdateSlice" in xla_ops
+    assert not {op for op in graph_ops if op.startswith("Xla")}
+    xla_out = tf.function(step, jit_compile=True)(*args)
+    graph_out = tf.function(step)(*args)
+    eager_out = step(*args)
+    for other in (graph_out, eager_out):
+        np.testing.assert_allclose(other[0], xla_out[0], atol=1e-6)
+        for name in ("key", "value"):
+            np.testing.assert_allclose(other[1][name], xla_out[1][name], atol=1e-6)
+
+
+def test_value_dim_may_differ_from_key_dim_with_a_cache():
+    x = _random(B, T, D)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, value_dim=6)
+    full = layer(x, causal=True)
+    cache = layer.init_cache(B, T)
+    assert cache["value"].shape == (B, H, T, 6)
+    steps = []
+    for index in range(T):
+        out, cache = layer(
+            x[:, index : index + 1], cache=cache, cache_index=index, causal=True
+        )
+        steps.append(np.asarray(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_old_stacked_cache_is_rejected():
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    x = _random(B, 1, D)
+    layer(x)
+    with pytest.raises(ValueError, match="must be a dict"):
+        layer(x, cache=np.zeros((B, 2, T, H, DK), "float32"), cache_index=0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_cache_under_mixed_precision(policy):
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, dtype=policy)
+    x = _random(B, T, D)
+    full = np.asarray(keras.ops.cast(layer(x, causal=True), "float32"))
+    cache = layer.init_cache(B, T)
+    assert cache["key"].dtype == layer.compute_dtype
+    step = tf.function(
+        lambda token, cache, index: layer(
+            token, cache=cache, cache_index=index, causal=True
+        ),
+        jit_compile=True,
+        autograph=False,
+    )
+    steps = []
+    for index in range(T):
+        out, cache = step(x[:, index : index + 1], cache, tf.constant(index))
+        steps.append(np.asarray(keras.ops.cast(out, "float32")))
+    assert cache["value"].dtype == layer.compute_dtype
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=0.05)
 
 
 def test_grouped_query_attention_with_all_heads_equals_standard():
@@ -202,13 +302,54 @@ def test_grouped_query_attention_parameter_count(kv_heads):
     assert layer.count_params() == expected
 
 
-def test_cross_attention_cache_equals_direct():
+@pytest.mark.parametrize("num_key_value_heads", [None, 1])
+def test_cross_attention_cache_equals_direct(num_key_value_heads):
     query, value = _random(B, T, D), _random(B, S, D, seed=2)
-    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    layer = MultiHeadAttention(
+        num_heads=H, key_dim=DK, num_key_value_heads=num_key_value_heads
+    )
     expected = layer(query, value)
     cache = layer.compute_key_value_cache(value)
-    assert cache.shape == (B, 2, S, H, DK)
+    kv_heads = num_key_value_heads or H
+    assert cache["key"].shape == (B, kv_heads, S, DK)
+    assert cache["value"].shape == (B, kv_heads, S, DK)
     np.testing.assert_allclose(layer(query, cache=cache)[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_key_value_heads", [None, 2])
+def test_cross_attention_cache_shared_by_repeated_queries(num_key_value_heads):
+    # Beam search: 3 consecutive query rows (beams) share one cache row.
+    beams = 3
+    query, value = _random(B * beams, T, D), _random(B, S, D, seed=2)
+    value_mask = np.array([[True] * S, [True] * 4 + [False] * (S - 4)])
+    query_mask = np.random.default_rng(4).random((B * beams, T)) > 0.3
+    layer = MultiHeadAttention(
+        num_heads=H, key_dim=DK, num_key_value_heads=num_key_value_heads
+    )
+    expected, expected_weights = layer(
+        query,
+        np.repeat(value, beams, axis=0),
+        value_mask=np.repeat(value_mask, beams, axis=0),
+        query_mask=query_mask,
+        return_attention_scores=True,
+    )
+    cache = layer.compute_key_value_cache(value)
+    for mask in (value_mask, np.repeat(value_mask, beams, axis=0)):
+        out, weights, _ = layer(
+            query,
+            cache=cache,
+            value_mask=mask,
+            query_mask=query_mask,
+            return_attention_scores=True,
+        )
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+        np.testing.assert_allclose(weights, expected_weights, atol=1e-6)
+    attention_mask = np.random.default_rng(5).random((B * beams, H, T, S)) > 0.3
+    np.testing.assert_allclose(
+        layer(query, cache=cache, attention_mask=attention_mask)[0],
+        layer(query, np.repeat(value, beams, 0), attention_mask=attention_mask),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize(
@@ -291,14 +432,20 @@ def test_position_aware_attention_cache_equals_full_pass(kwargs):
     x = _random(B, T, D)
     layer = MultiHeadAttention(num_heads=H, key_dim=DK, **kwargs)
     full = layer(x, causal=True)
-    cache = np.zeros((B, 2, T, H, DK), "float32")
-    steps = []
-    for index in range(T):
-        out, cache = layer(
-            x[:, index : index + 1], cache=cache, cache_index=index, causal=True
+    for jit_compile in (False, True):
+        step = tf.function(
+            lambda token, cache, index: layer(
+                token, cache=cache, cache_index=index, causal=True
+            ),
+            jit_compile=jit_compile,
+            autograph=False,
         )
-        steps.append(np.asarray(out))
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+        cache = layer.init_cache(B, T)
+        steps = []
+        for index in range(T):
+            out, cache = step(x[:, index : index + 1], cache, tf.constant(index))
+            steps.append(np.asarray(out))
+        np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
 
 
 def test_relative_positions_equal_shaw_equations():

@@ -69,6 +69,31 @@ def test_cached_decoding_equals_full_decoder_pass(jit_compile):
     np.testing.assert_allclose(logits[real], full[real], atol=1e-5)
 
 
+@pytest.mark.parametrize("num_heads, num_key_value_heads", [(2, None), (4, 2), (4, 1)])
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_cache_layout_and_size(num_heads, num_key_value_heads, beam_size):
+    model = _tiny(num_heads=num_heads, num_key_value_heads=num_key_value_heads)
+    model.build()
+    max_length, (batch, source_length) = 9, SOURCE.shape
+    cache = model.init_cache(model.encode(SOURCE), max_length, beam_size=beam_size)
+    kv_heads, key_dim = num_key_value_heads or num_heads, 16 // num_heads
+    assert len(cache["self"]) == len(cache["cross"]) == 2
+    for block_cache in cache["self"]:  # one row per beam
+        for name in ("key", "value"):
+            shape = (batch * beam_size, kv_heads, max_length, key_dim)
+            assert block_cache[name].shape == shape
+    for block_cache in cache["cross"]:  # one row per sentence, shared by beams
+        for name in ("key", "value"):
+            assert block_cache[name].shape == (batch, kv_heads, source_length, key_dim)
+    # Elements: 2 (K, V) x layers x rows x kv_heads x length x d_k, so
+    # MQA/GQA shrink the cache by num_heads / num_key_value_heads.
+    size = lambda part: sum(
+        int(np.prod(b.shape)) for c in cache[part] for b in c.values()
+    )
+    assert size("self") == 2 * 2 * batch * beam_size * kv_heads * max_length * key_dim
+    assert size("cross") == 2 * 2 * batch * kv_heads * source_length * key_dim
+
+
 def _paper_parameter_count(vocab, n, d, d_ff):
     attention = 4 * (d * d + d)  # W_Q, W_K, W_V, W_O with biases
     ffn = d * d_ff + d_ff + d_ff * d + d

@@ -379,6 +379,16 @@ class Transformer(keras.Model):
         """
         return generate(self, source_ids, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # TensorFlow backend under a multi-replica strategy: build from one
+        # replica's batch, not Keras's replica average (float "token ids").
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None or iterator is None or data_batch is not None:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        from keras_transformer.training.strategy import symbolic_build_from_one_replica
+
+        return symbolic_build_from_one_replica(self, iterator)
+
     def call(self, inputs, training=None):
         if isinstance(inputs, dict):
             missing = {"source", "target"} - set(inputs)

@@ -51,6 +51,7 @@ class Workers:
         }
         self.processes = {
             "mirrored": start_worker("mirrored"),
+            "mirrored_trainer": start_worker("mirrored_trainer"),
             "multiworker": start_worker("multiworker", TF_CONFIG=json.dumps(tf_config)),
         }
         self.results = {}

@@ -1,7 +1,7 @@
 """Run in a fresh process by `test_strategy.py`: 2 logical CPUs must be set
 before TensorFlow initializes, so this cannot share the pytest process.
 
-Usage: `python distributed_worker.py mirrored|multiworker`. Prints one line
+Usage: `python distributed_worker.py mirrored|mirrored_trainer|multiworker`. Prints one line
 `RESULT <json>`. `mirrored` ends with `get_strategy("tpu")` in an environment
 that claims a TPU (`TPU_ACCELERATOR_TYPE`) on a machine without one.
 """
@@ -16,7 +16,7 @@ os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 import tensorflow as tf  # noqa: E402
 
-if sys.argv[1] == "mirrored":
+if sys.argv[1].startswith("mirrored"):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
@@ -95,12 +95,10 @@ def run(strategy, loss, initial, builder=build, make_data=data, optimizer=None):
             jit_compile=False,
         )
     if isinstance(x, dict):
-        from keras_transformer.training.custom_loop import build_training_state
-
+        # Plain `fit`: under 2 replicas Keras 3.15 would build the model from
+        # the replicas' first batches averaged into float "ids"; the
+        # Transformer builds from one replica's batch instead.
         batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
-        # As the trainer does: under 2 replicas Keras would build the model
-        # from the replicas' first batches averaged into float "ids".
-        build_training_state(model, strategy, batches.element_spec)
         history = model.fit(batches, epochs=2, verbose=0)
     else:
         history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
@@ -172,6 +170,37 @@ def mirrored():
     return result
 
 
+def trainer(**settings):
+    """`train_translator` end to end, with validation (uneven last batch)."""
+    import tempfile
+
+    from keras_transformer.training.trainer import TrainConfig
+    from keras_transformer.training.trainer import train_translator
+
+    with tempfile.TemporaryDirectory() as output:
+        metrics = train_translator(
+            TrainConfig(
+                train="demo:150",
+                output=output,
+                model_overrides={
+                    "num_layers": 1,
+                    "d_model": 16,
+                    "num_heads": 2,
+                    "d_ff": 32,
+                },
+                vocab_size=40,
+                shared_vocabulary=False,
+                epochs=1,
+                batch_size=16,
+                max_length=32,
+                bleu_sentences=0,
+                verbose=0,
+                **settings,
+            )
+        )
+    return {k: metrics[k] for k in ("strategy", "replicas", "steps", "valid_loss")}
+
+
 def tpu():
     """`get_strategy("tpu")` when the environment claims a TPU but has none."""
     import time
@@ -193,5 +222,13 @@ def multiworker():
 
 
 if __name__ == "__main__":
-    output = {"mirrored": mirrored, "multiworker": multiworker}[sys.argv[1]]()
+    output = {
+        "mirrored": mirrored,
+        # Its own process: two MirroredStrategy objects in one process
+        # share collective instance keys and abort each other's all-reduces.
+        "mirrored_trainer": lambda: trainer(
+            strategy="mirrored", devices=["/cpu:0", "/cpu:1"]
+        ),
+        "multiworker": multiworker,
+    }[sys.argv[1]]()
     print("RESULT " + json.dumps(output))

@@ -25,10 +25,11 @@ epoch of input processing when epochs are passes over the data, and the
 batches consumed so far when `steps_per_epoch` is set (one endless stream).
 """
 
-import glob
 import json
 import os
 import re
+import shutil
+import tempfile
 import warnings
 
 import keras
@@ -199,15 +200,18 @@ class StepCheckpoint(keras.callbacks.Callback):
             self._save(epoch + 1, 0, epoch_complete=True)
 
     def _save(self, epoch, batch, epoch_complete):
+        import tensorflow as tf
+
         # Steps are batches trained on. `optimizer.iterations` can be ahead:
         # Keras 3.15 adds one per epoch of a dataset of unknown cardinality
         # (the call that finds the data exhausted still increments it).
         step = self._consumed
-        os.makedirs(self.directory, exist_ok=True)
+        gfile = tf.io.gfile
+        gfile.makedirs(self.directory)
         stem = os.path.join(self.directory, f"step-{step:08d}")
         tmp = f"{stem}.tmp.weights.h5"
-        self.model.save_weights(tmp)
-        os.replace(tmp, f"{stem}.weights.h5")
+        self.model.save_weights(tmp)  # Keras copies to gs:// etc. itself.
+        gfile.rename(tmp, f"{stem}.weights.h5", overwrite=True)
         state = {
             "version": STATE_VERSION,
             "step": step,
@@ -222,14 +226,14 @@ class StepCheckpoint(keras.callbacks.Callback):
             ],
             "history": {str(k): v for k, v in sorted(self.history.items())},
         }
-        with open(f"{stem}.json.tmp", "w", encoding="utf-8") as f:
-            json.dump(state, f)
-        os.replace(f"{stem}.json.tmp", f"{stem}.json")
+        with gfile.GFile(f"{stem}.json.tmp", "w") as f:
+            f.write(json.dumps(state))
+        gfile.rename(f"{stem}.json.tmp", f"{stem}.json", overwrite=True)
         for old in list_checkpoints(self.directory)[: -self.keep]:
             for suffix in (".json", ".weights.h5"):
                 path = old[: -len(".json")] + suffix
-                if os.path.exists(path):
-                    os.remove(path)
+                if gfile.exists(path):
+                    gfile.remove(path)
 
     def get_config(self):
         return {
@@ -285,9 +289,15 @@ def fit_by_epoch(
 
 
 def list_checkpoints(directory):
-    """The complete checkpoints' JSON paths in `directory`, oldest first."""
+    """The complete checkpoints' JSON paths in `directory`, oldest first.
+
+    `directory` may be local or any `tf.io.gfile` path (`gs://...`).
+    """
+    import tensorflow as tf
+
     paths = []
-    for path in glob.glob(os.path.join(os.fspath(directory), "step-*.json")):
+    pattern = os.path.join(os.fspath(directory), "step-*.json")
+    for path in tf.io.gfile.glob(pattern):
         match = _NAME.match(os.path.basename(path))
         if match:
             paths.append((int(match.group(1)), path))
@@ -309,6 +319,8 @@ def restore_latest(model, directory):
     Raises:
         ValueError: when checkpoints exist but none can be read.
     """
+    import tensorflow as tf
+
     candidates = list_checkpoints(directory)
     if not candidates:
         return None
@@ -318,9 +330,10 @@ def restore_latest(model, directory):
     failures = []
     for path in reversed(candidates):
         weights = path[: -len(".json")] + ".weights.h5"
+        scratch = None
         try:
-            with open(path, encoding="utf-8") as f:
-                state = json.load(f)
+            with tf.io.gfile.GFile(path, "r") as f:
+                state = json.loads(f.read())
             if state.get("version") != STATE_VERSION:
                 raise ValueError(f"unknown state version {state.get('version')!r}")
             if len(state["seed_states"]) != len(seeds):
@@ -328,10 +341,15 @@ def restore_latest(model, directory):
                     f"{len(state['seed_states'])} seed-generator states for a "
                     f"model with {len(seeds)}"
                 )
+            local = weights
+            if "://" in weights:  # gs://...: read a local copy (h5py).
+                scratch = tempfile.mkdtemp()
+                local = os.path.join(scratch, os.path.basename(weights))
+                tf.io.gfile.copy(weights, local)
             # Reads every array first: a truncated file fails here, before
             # the model is touched.
-            _read_datasets(weights)
-            model.load_weights(weights)
+            _read_datasets(local)
+            model.load_weights(local)
         except Exception as error:  # JSON, h5py, shape mismatch...
             failures.append(f"{os.path.basename(path)}: {error}")
             warnings.warn(
@@ -341,6 +359,9 @@ def restore_latest(model, directory):
                 stacklevel=2,
             )
             continue
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
         for variable, value in zip(seeds, state["seed_states"]):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         return state

@@ -158,6 +158,17 @@ def test_checkpoints_keep_the_last_k_and_carry_the_data_position(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_checkpoints_on_a_gfile_file_system():
+    """gs:// and other `tf.io.gfile` paths (here TensorFlow's ram://)."""
+    directory = "ram://resume-test/checkpoints"
+    _, _ = _fit(directory)
+    names = [os.path.basename(p) for p in list_checkpoints(directory)]
+    assert names == ["step-00000010.json", "step-00000012.json"]
+    model = _model()
+    model.build((None, 3))
+    assert restore_latest(model, directory)["step"] == 12
+
+
 def test_resume_mid_epoch_equals_uninterrupted(tmp_path):
     full, _ = _fit(tmp_path / "full")
     # Stop after 4 batches of epoch 0 (a checkpoint at step 4), then resume.

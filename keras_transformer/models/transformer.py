@@ -379,6 +379,13 @@ class Transformer(keras.Model):
         """
         return generate(self, source_ids, **kwargs)
 
+    @property
+    def _default_save_signature(self):
+        # Keras would trace a float32 "serving_default" from the build shapes
+        # (`self.input_dtype`) when a SavedModel holding this model is saved;
+        # token ids are int32 and `export.Translator` defines the signatures.
+        return None
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # TensorFlow backend under a multi-replica strategy: build from one
         # replica's batch, not Keras's replica average (float "token ids").

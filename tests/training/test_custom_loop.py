@@ -298,6 +298,10 @@ def test_two_workers_preempted_then_restarted_match_one_process(
     assert max_difference(cluster.weights(0), cluster.weights(1)) == 0.0
     assert max_difference(cluster.weights(0), reference_weights) < 1e-5
     # keras-team/keras#20585, the reason for `fit_custom_loop`: `model.fit`
-    # under two workers (still) fails. If this starts failing, `fit` works
-    # again: update the warning of `get_strategy("multiworker")`.
-    assert "PerReplica" in (chief["fit_error"] or ""), chief["fit_error"]
+    # under two workers (still) fails. Plain Keras models fail in the build
+    # ("PerReplica ... unsupported type"); the Transformer builds from one
+    # replica's batch, then Keras's cross-worker reduction of the step's
+    # outputs fails ("Invalid reduction dimension"). If this starts failing,
+    # `fit` works again: update the warning of `get_strategy("multiworker")`.
+    assert chief["fit_error"] is not None
+    assert "PerReplica" in chief["fit_error"] or "reduction" in chief["fit_error"]

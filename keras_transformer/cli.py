@@ -89,7 +89,8 @@ def build_parser():
         default=1000,
         metavar="N",
         help="Save weights, optimizer and data position every N batches (and "
-        "at epoch ends); rerun the same command to resume at the exact step.",
+        "at epoch ends; 0: at epoch ends only); rerun the same command to "
+        "resume at the exact step.",
     )
     scale.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
     scale.add_argument(
@@ -265,7 +266,7 @@ def run_train(args):
         steps_per_execution=args.steps_per_execution,
         jit_compile=args.jit,
         mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every or None,
         keep_checkpoints=args.keep_checkpoints,
         deterministic=args.deterministic,
     )

@@ -20,9 +20,10 @@ position)*, saved together every N steps and at every epoch end:
   previous one.
 
 Skipping is done by the input pipeline on the host (the skipped batches are
-read and tokenized again, not trained on), so resuming costs at most one
-epoch of input processing when epochs are passes over the data, and the
-batches consumed so far when `steps_per_epoch` is set (one endless stream).
+read and tokenized again, not trained on): resuming costs up to one epoch of
+input processing (twice: a probe checks that the epoch has batches left)
+when epochs are passes over the data, and all the batches consumed so far
+when `steps_per_epoch` is set (one endless stream).
 """
 
 import json
@@ -65,7 +66,8 @@ class DataPosition:
     ```python
     position = DataPosition()
     dataset = position.dataset(lambda epoch: make_dataset(pairs, ..., seed=7 + epoch))
-    model.fit(dataset, epochs=10, callbacks=[position.callback()])
+    checkpoint = StepCheckpoint("run/resume", position, every_steps=1000)
+    fit_by_epoch(model, dataset, epochs=10, callbacks=[checkpoint])
     ```
     """
 
@@ -170,6 +172,9 @@ class StepCheckpoint(keras.callbacks.Callback):
         self._epoch, self._batch, self._consumed = epoch, batch, consumed
         self.position.resume_at(epoch, consumed if self.position.repeat else batch)
 
+    def on_train_begin(self, logs=None):
+        self._iterations = self._step()
+
     def on_epoch_begin(self, epoch, logs=None):
         self.position.on_epoch_begin(epoch)
         self._epoch = epoch
@@ -184,8 +189,18 @@ class StepCheckpoint(keras.callbacks.Callback):
         # `steps_per_execution` batches); data position counts batches, not
         # optimizer steps (a mixed_float16 overflow skips a step).
         seen = self._offset + batch + 1
+        done = seen - self._batch
+        iterations = self._step()
+        if not self.position.repeat:
+            # The last call of an epoch of unknown length may run fewer than
+            # `steps_per_execution` batches, but Keras reports a full one;
+            # the optimizer did not step for the missing ones. (The call that
+            # hits the end of the data adds one iteration without a batch:
+            # hence the minimum.)
+            done = min(done, iterations - self._iterations)
+        self._iterations = iterations
         before = self._consumed
-        self._consumed += seen - self._batch
+        self._consumed += done
         self._batch = seen
         if self.every_steps and (
             self._consumed // self.every_steps != before // self.every_steps
@@ -352,9 +367,13 @@ def restore_latest(model, directory):
             model.load_weights(local)
         except Exception as error:  # JSON, h5py, shape mismatch...
             failures.append(f"{os.path.basename(path)}: {error}")
+            # Out of the list (kept for inspection): otherwise it would stay
+            # "the latest" and retention would delete the new ones first.
+            tf.io.gfile.rename(path, path + ".bad", overwrite=True)
             warnings.warn(
                 f"Skipping checkpoint {weights!r}: it cannot be read "
-                f"({type(error).__name__}: {error}). Trying the previous one.",
+                f"({type(error).__name__}: {error}); its JSON is renamed "
+                "*.json.bad. Trying the previous one.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -367,5 +386,6 @@ def restore_latest(model, directory):
         return state
     raise ValueError(
         f"None of the {len(candidates)} checkpoints in {directory!r} can be "
-        f"read: {'; '.join(failures)}. Remove them to start over."
+        f"read: {'; '.join(failures)}. Their JSON files are renamed "
+        "*.json.bad; run again to start over."
     )

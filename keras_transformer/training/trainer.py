@@ -117,7 +117,18 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("epochs", "steps_per_execution", "keep_checkpoints"):
             check_positive_int(name, getattr(self, name))
-        for name in ("steps_per_epoch", "checkpoint_every", "batch_size"):
+        check_positive_int("max_length", self.max_length)
+        if self.max_length < 2:
+            raise ValueError(
+                "`max_length` must be at least 2 (a token and EOS). "
+                f"Received: max_length={self.max_length}"
+            )
+        for name in (
+            "steps_per_epoch",
+            "checkpoint_every",
+            "batch_size",
+            "batch_tokens",
+        ):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.mixed_precision not in MIXED_PRECISION_POLICIES:
@@ -131,6 +142,7 @@ MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
 # Settings a resumed run must share with the run that wrote the checkpoints.
 _RESUME_KEYS = (
     "train",
+    "mixed_precision",
     "preset",
     "model_overrides",
     "vocab_size",
@@ -236,13 +248,16 @@ def _check_resumable(config):
     saved_path = layout.path(config.output, layout.CONFIG_FILE)
     if not os.path.exists(saved_path):
         return
-    saved = layout.read_json(saved_path)
+    try:
+        saved = layout.read_json(saved_path)
+    except ValueError as error:
+        raise SetupError(f"{saved_path!r} is not valid JSON ({error})") from error
     current = dataclasses.asdict(config)
     changed = [k for k in _RESUME_KEYS if k in saved and saved[k] != current[k]]
     if changed:
         details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
         raise SetupError(
-            f"{config.output!r} holds checkpoints of a run with other settings "
+            f"{config.output!r} holds a run with other settings "
             f"({details}); use a new --output directory, or the same settings "
             "to resume."
         )
@@ -287,8 +302,8 @@ def _train(config, strategy):
     resume_dir = os.path.join(
         layout.path(config.output, layout.CHECKPOINT_DIR), RESUME_DIR
     )
-    if os.path.isdir(resume_dir):
-        _check_resumable(config)
+    # Before anything is reused (vocabulary, checkpoints) or overwritten.
+    _check_resumable(config)
     train_pairs = _pairs(config.train, "train")
     valid_spec = config.valid or (
         config.train if config.train.split(":")[0] == "demo" else None
@@ -392,17 +407,28 @@ def _train(config, strategy):
         callbacks.append(wall_clock)
 
     if repeat:
-        # One stream for the whole run (Keras keeps one iterator).
-        if initial_epoch < config.epochs:
-            model.fit(
-                train_data,
-                validation_data=valid_data,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=config.steps_per_epoch,
-                callbacks=callbacks,
-                verbose=config.verbose,
-            )
+        # One stream for the whole run (Keras keeps one iterator per `fit`).
+        fit = lambda first, last, steps: model.fit(
+            train_data,
+            validation_data=valid_data,
+            epochs=last,
+            initial_epoch=first,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
+        resumed_batch = state["batch"] if state else 0
+        if resumed_batch and initial_epoch < config.epochs:
+            # The rest of the interrupted epoch, then a new stream that
+            # skips everything consumed so far.
+            left = config.steps_per_epoch - resumed_batch
+            if left > 0:
+                fit(initial_epoch, initial_epoch + 1, left)
+            initial_epoch += 1
+            checkpoint.start(initial_epoch, 0, checkpoint.steps)
+        stopped = wall_clock and wall_clock.stopped_early
+        if initial_epoch < config.epochs and not stopped:
+            fit(initial_epoch, config.epochs, config.steps_per_epoch)
     else:
         fit_by_epoch(
             model,

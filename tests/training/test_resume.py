@@ -203,6 +203,8 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, damage
         state = restore_latest(model, tmp_path)
     assert state == json.loads(open(previous).read())
     assert state["step"] == 10
+    # The bad one is out of the list, so retention cannot prefer it.
+    assert list_checkpoints(tmp_path) == [previous]
 
 
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
@@ -297,3 +299,62 @@ def test_kill_minus_nine_then_rerun_equals_uninterrupted(tmp_path):
         _weights(killed / "model.keras"), _weights(uninterrupted / "model.keras")
     ):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def _trainer_config(output, **overrides):
+    from keras_transformer.training.trainer import TrainConfig
+
+    settings = dict(
+        train="demo:200",
+        output=str(output),
+        model_overrides={"num_layers": 1, "d_model": 16, "num_heads": 2, "d_ff": 32},
+        vocab_size=40,
+        shared_vocabulary=False,
+        epochs=2,
+        steps_per_epoch=5,
+        batch_size=8,
+        max_length=32,
+        warmup_steps=4,
+        checkpoint_every=3,
+        keep_checkpoints=10,
+        bleu_sentences=0,
+        verbose=0,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_endless_stream_resumed_mid_epoch_equals_uninterrupted(tmp_path):
+    """`steps_per_epoch` set: the resumed epoch runs only its remaining
+    batches, then the stream continues after every batch consumed."""
+    import shutil
+
+    from keras_transformer.training.trainer import train_translator
+
+    full = tmp_path / "full"
+    planned = train_translator(_trainer_config(full))
+    assert planned["steps"] == 10
+    # The same run, interrupted after its checkpoint at batch 3 of epoch 0.
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    for name in ("model.keras", "metrics.json"):
+        (cut / name).unlink()
+    resume = cut / "checkpoints" / "resume"
+    for path in resume.iterdir():
+        if not path.name.startswith("step-00000003."):
+            path.unlink()
+    resumed = train_translator(_trainer_config(cut))
+    assert resumed["resumed_from_step"] == 3
+    assert resumed["steps"] == planned["steps"] == 10
+    assert resumed["optimizer_iterations"] == planned["optimizer_iterations"]
+    for a, b in zip(_weights(full / "model.keras"), _weights(cut / "model.keras")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_other_settings_on_the_same_output_are_refused(tmp_path):
+    from keras_transformer.training.trainer import SetupError
+    from keras_transformer.training.trainer import train_translator
+
+    train_translator(_trainer_config(tmp_path, epochs=1, steps_per_epoch=2))
+    with pytest.raises(SetupError, match=r"other settings \(vocab_size: 40 -> 50"):
+        train_translator(_trainer_config(tmp_path, vocab_size=50))

@@ -31,7 +31,8 @@ def path(directory, name):
 
 def write_json(file_path, data):
     """Writes `data` as JSON atomically (a crash never leaves half a file)."""
-    tmp = f"{file_path}.tmp"
+    # Per process: workers of a multi-worker run may write the same file.
+    tmp = f"{file_path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -352,9 +352,17 @@ def test_endless_stream_resumed_mid_epoch_equals_uninterrupted(tmp_path):
 
 
 def test_other_settings_on_the_same_output_are_refused(tmp_path):
+    import dataclasses
+
+    from keras_transformer import model_directory
     from keras_transformer.training.trainer import SetupError
     from keras_transformer.training.trainer import train_translator
 
-    train_translator(_trainer_config(tmp_path, epochs=1, steps_per_epoch=2))
+    # What a first run writes before anything else.
+    model_directory.write_json(
+        tmp_path / "train_config.json", dataclasses.asdict(_trainer_config(tmp_path))
+    )
     with pytest.raises(SetupError, match=r"other settings \(vocab_size: 40 -> 50"):
         train_translator(_trainer_config(tmp_path, vocab_size=50))
+    # Nothing was trained or overwritten.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_config.json"]

@@ -10,6 +10,22 @@ MEMORY = np.random.default_rng(0).normal(size=(2, 7, 8)).astype("float32")
 MEMORY_MASK = np.array([[1] * 7, [1] * 5 + [0] * 2], bool)
 
 
+def _decode_step_by_step(decoder, target, cache):
+    """The decoder's outputs for `target`, one position per XLA call."""
+
+    @tf.function(jit_compile=True)
+    def step(ids, cache, index):
+        return decoder(
+            ids, encoder_padding_mask=MEMORY_MASK, cache=cache, cache_index=index
+        )
+
+    outputs = []
+    for index in range(target.shape[1]):
+        out, cache = step(target[:, index : index + 1], cache, tf.constant(index))
+        outputs.append(np.asarray(out))
+    return np.concatenate(outputs, 1)
+
+
 @pytest.mark.parametrize("num_key_value_heads", [None, 1])
 def test_cached_decoding_equals_full_pass_under_xla(num_key_value_heads):
     decoder = Decoder(
@@ -27,20 +43,11 @@ def test_cached_decoding_equals_full_pass_under_xla(num_key_value_heads):
         assert block_cache["key"].shape == (2, kv_heads, MEMORY.shape[1], key_dim)
         assert block_cache["value"].shape == (2, kv_heads, MEMORY.shape[1], key_dim)
 
-    @tf.function(jit_compile=True)
-    def step(ids, cache, index):
-        return decoder(
-            ids, encoder_padding_mask=MEMORY_MASK, cache=cache, cache_index=index
-        )
-
-    outputs = []
-    for index in range(TARGET.shape[1]):
-        out, cache = step(TARGET[:, index : index + 1], cache, tf.constant(index))
-        outputs.append(np.asarray(out))
+    outputs = _decode_step_by_step(decoder, TARGET, cache)
     # Position 5 of row 0 is padding: compare real positions only.
     real = TARGET != 0
     np.testing.assert_allclose(
-        np.concatenate(outputs, 1)[real], np.asarray(full)[real], atol=1e-5
+        np.asarray(outputs)[real], np.asarray(full)[real], atol=1e-5
     )
 
 
@@ -68,19 +75,10 @@ def test_beams_share_one_cross_attention_cache_row():
     assert cache["self"][0]["key"].shape == (6, 1, TARGET.shape[1], 4)
     assert cache["cross"][0]["key"].shape == (2, 1, MEMORY.shape[1], 4)
 
-    @tf.function(jit_compile=True)
-    def step(ids, cache, index):
-        return decoder(
-            ids, encoder_padding_mask=MEMORY_MASK, cache=cache, cache_index=index
-        )
-
-    outputs = []
-    for index in range(TARGET.shape[1]):
-        out, cache = step(target[:, index : index + 1], cache, tf.constant(index))
-        outputs.append(np.asarray(out))
+    outputs = _decode_step_by_step(decoder, target, cache)
     real = target != 0
     np.testing.assert_allclose(
-        np.concatenate(outputs, 1)[real], np.asarray(full)[real], atol=1e-5
+        np.asarray(outputs)[real], np.asarray(full)[real], atol=1e-5
     )
 
 

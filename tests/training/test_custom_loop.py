@@ -9,7 +9,6 @@ that a hung collective cannot hang the test run.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ import tensorflow as tf
 from keras_transformer.training import fit_custom_loop
 from keras_transformer.training.strategy import TPU_ENVIRONMENT_VARIABLES
 from tests.training import multiworker_worker as worker
+from tests.training.conftest import free_port
 
 WORKER = worker.__file__
 EPOCHS = 2
 PLANNED_STEPS = EPOCHS * worker.STEPS_PER_EPOCH  # 6
 # Seconds allowed to one cluster run (measured: ~30 s on 2 loaded cores).
 CLUSTER_TIMEOUT = 180
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def max_difference(weights_a, weights_b):

@@ -1,5 +1,4 @@
 import json
-import socket
 import time
 
 import pytest
@@ -9,12 +8,7 @@ from keras_transformer.training import STRATEGY_NAMES
 from keras_transformer.training import get_strategy
 from keras_transformer.training import local_tpu_evidence
 from keras_transformer.training import strategy as strategy_module
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.training.conftest import free_port
 
 
 @pytest.fixture

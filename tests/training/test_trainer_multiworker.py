@@ -9,7 +9,7 @@ import sys
 from num2words import num2words
 
 from keras_transformer.training.strategy import TPU_ENVIRONMENT_VARIABLES
-from tests.training.test_custom_loop import free_port
+from tests.training.conftest import free_port
 
 
 def test_two_workers_train_with_the_custom_loop(tmp_path):

@@ -53,8 +53,9 @@ class DataPosition:
 
     Holds two int64 host variables and wraps an epoch-dataset factory into a
     dataset that Keras can iterate: each time Keras starts iterating it
-    (every epoch, or once when `steps_per_epoch` is set), the factory is
-    called with the current epoch and the first `skip` batches are dropped.
+    (every epoch, or once per `fit` when `steps_per_epoch` is set), the
+    factory is called with the current epoch and the first `skip` batches
+    are dropped. `StepCheckpoint` sets them at every epoch start.
 
     Args:
         repeat: bool, whether the factory returns one endless stream (used
@@ -79,8 +80,6 @@ class DataPosition:
         with tf.device("/cpu:0"):
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.skip = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.resume_epoch = None
-        self.resume_skip = 0
 
     def dataset(self, make_epoch_dataset):
         """`make_epoch_dataset(epoch: int64 tensor) -> tf.data.Dataset`, resumable."""
@@ -92,23 +91,10 @@ class DataPosition:
         return tf.data.Dataset.from_tensors(tf.constant(0)).flat_map(epoch_dataset)
 
     def set(self, epoch, skip):
-        """Positions the stream at `epoch`, `skip` batches in."""
+        """The next iteration starts `skip` batches into `epoch`'s data
+        (into the one stream, whatever `epoch`, when `repeat`)."""
         self.epoch.assign(0 if self.repeat else epoch)
         self.skip.assign(skip)
-
-    def resume_at(self, epoch, skip):
-        """The next `fit` starts `epoch` `skip` batches in (then skips none)."""
-        self.resume_epoch, self.resume_skip = epoch, skip
-        self.set(epoch, skip)
-
-    def on_epoch_begin(self, epoch):
-        skip = self.resume_skip if epoch == self.resume_epoch else 0
-        if self.repeat:
-            # One iterator for the whole run: only the first epoch matters.
-            if epoch == self.resume_epoch:
-                self.set(0, skip)
-        else:
-            self.set(epoch, skip)
 
 
 class StepCheckpoint(keras.callbacks.Callback):
@@ -166,20 +152,22 @@ class StepCheckpoint(keras.callbacks.Callback):
     def start(self, epoch, batch, consumed):
         """Where the run starts: `(0, 0, 0)` for a new run, else the state's.
 
-        Also positions the data stream there (`DataPosition.resume_at`).
+        Also positions the data stream there.
         """
         self._start_epoch, self._start_batch = epoch, batch
         self._epoch, self._batch, self._consumed = epoch, batch, consumed
-        self.position.resume_at(epoch, consumed if self.position.repeat else batch)
+        self.position.set(epoch, consumed if self.position.repeat else batch)
 
     def on_train_begin(self, logs=None):
         self._iterations = self._step()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.position.on_epoch_begin(epoch)
         self._epoch = epoch
         self._offset = self._start_batch if epoch == self._start_epoch else 0
         self._batch = self._offset
+        # An endless stream has one iterator per `fit`: `start` placed it.
+        if not self.position.repeat:
+            self.position.set(epoch, self._offset)
 
     def _step(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))

@@ -299,6 +299,16 @@ def symbolic_build_from_one_replica(model, iterator):
     import tensorflow as tf
     from keras import tree
 
+    # The conditions of Keras's `_symbolic_build`: when nothing is left to
+    # build (e.g. after `custom_loop.build_training_state`), do not pull a
+    # batch (a new iterator: shuffle buffer, resume skip) on every call.
+    unbuilt = lambda obj: obj is not None and not obj.built
+    if not (
+        any(not layer.built for layer in model._flatten_layers())
+        or unbuilt(getattr(model, "_compile_metrics", None))
+        or unbuilt(getattr(model, "_compile_loss", None))
+    ):
+        return
     strategy = model.distribute_strategy
     for _, _, data_iterator in iterator:
         batch = next(data_iterator)

@@ -320,18 +320,8 @@ def _train(config, strategy):
         )
 
     def dataset(pairs, training, seed=config.seed):
-        return data.make_dataset(
-            pairs,
-            source_tokenizer.tokenize,
-            target_tokenizer.tokenize,
-            batch_size=None if config.batch_tokens else config.batch_size,
-            batch_tokens=config.batch_tokens,
-            max_source_length=config.max_length,
-            max_target_length=config.max_length,
-            shuffle=training,
-            seed=seed,
-            repeat=training and repeat,
-            drop_remainder=training,
+        return _dataset(
+            config, pairs, source_tokenizer, target_tokenizer, training, seed, repeat
         )
 
     # Epoch e's order is seeded by seed + e, so a resumed run can rebuild it.
@@ -402,8 +392,7 @@ def _train(config, strategy):
     ]
     wall_clock = None
     if config.max_minutes:
-        remaining = config.max_minutes - (time.time() - started) / 60
-        wall_clock = WallClockLimit(max(remaining, 0.01), restart_each_fit=False)
+        wall_clock = _wall_clock(config, started, restart_each_fit=False)
         callbacks.append(wall_clock)
 
     if repeat:
@@ -488,22 +477,17 @@ def _train_multiworker(
     def dataset_fn(context):
         pairs = data.as_corpus(train_pairs).dataset()
         pairs = pairs.shard(context.num_input_pipelines, context.input_pipeline_id)
-        return data.make_dataset(
+        return _dataset(
+            config,
             pairs,
-            source_tokenizer.tokenize,
-            target_tokenizer.tokenize,
-            batch_size=None
-            if config.batch_tokens
-            else context.get_per_replica_batch_size(config.batch_size),
-            batch_tokens=config.batch_tokens // replicas
-            if config.batch_tokens
-            else None,
-            max_source_length=config.max_length,
-            max_target_length=config.max_length,
-            shuffle=True,
+            source_tokenizer,
+            target_tokenizer,
+            training=True,
             seed=config.seed,
             repeat=True,
-            drop_remainder=True,
+            # Per-replica batches.
+            batch_size=context.get_per_replica_batch_size(config.batch_size),
+            replicas=replicas,
         )
 
     jit_compile = resolve_jit_compile(config, strategy)
@@ -511,8 +495,7 @@ def _train_multiworker(
         model = build_model(config, source_tokenizer, target_tokenizer, jit_compile)
     callbacks = []
     if config.max_minutes:
-        remaining = config.max_minutes - (time.time() - started) / 60
-        callbacks.append(WallClockLimit(max(remaining, 0.01)))
+        callbacks.append(_wall_clock(config, started))
     history = fit_custom_loop(
         model,
         dataset_fn,
@@ -548,6 +531,40 @@ def _train_multiworker(
         model.save(layout.path(config.output, layout.MODEL_FILE))
         layout.write_json(layout.path(config.output, layout.METRICS_FILE), metrics)
     return metrics
+
+
+def _dataset(
+    config,
+    pairs,
+    source_tokenizer,
+    target_tokenizer,
+    training,
+    seed,
+    repeat,
+    batch_size=None,
+    replicas=1,
+):
+    """`data.make_dataset` with the run's settings; `batch_size` and
+    `replicas` (dividing `batch_tokens`) give per-replica batches."""
+    return data.make_dataset(
+        pairs,
+        source_tokenizer.tokenize,
+        target_tokenizer.tokenize,
+        batch_size=None if config.batch_tokens else batch_size or config.batch_size,
+        batch_tokens=config.batch_tokens // replicas if config.batch_tokens else None,
+        max_source_length=config.max_length,
+        max_target_length=config.max_length,
+        shuffle=training,
+        seed=seed,
+        repeat=training and repeat,
+        drop_remainder=training,
+    )
+
+
+def _wall_clock(config, started, **kwargs):
+    """A `WallClockLimit` for what is left of `max_minutes` since `started`."""
+    remaining = config.max_minutes - (time.time() - started) / 60
+    return WallClockLimit(max(remaining, 0.01), **kwargs)
 
 
 def _has_batches(dataset):

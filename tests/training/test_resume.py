@@ -41,7 +41,7 @@ def test_data_position_resumes_the_rest_of_the_epoch():
     dataset = _stream(position)
     full = []
     for epoch in range(3):
-        position.on_epoch_begin(epoch)
+        position.set(epoch, 0)
         full.append(_epoch(dataset))
     assert [sorted(e) for e in full] == [
         [100 * e + i for i in range(n)] for e, n in enumerate((7, 5, 6))
@@ -49,10 +49,9 @@ def test_data_position_resumes_the_rest_of_the_epoch():
     # A fresh run resumed in epoch 1 after 3 of its batches.
     position = DataPosition()
     dataset = _stream(position)
-    position.resume_at(1, 3)
-    position.on_epoch_begin(1)
+    position.set(1, 3)
     assert _epoch(dataset) == full[1][3:]
-    position.on_epoch_begin(2)
+    position.set(2, 0)
     assert _epoch(dataset) == full[2]
 
 
@@ -61,14 +60,13 @@ def test_endless_stream_skips_every_consumed_batch():
     dataset = position.dataset(
         lambda epoch: tf.data.Dataset.range(5).shuffle(5, seed=3).repeat()
     )
-    position.on_epoch_begin(0)
+    position.set(0, 0)
     reference = [int(x) for x in dataset.take(12)]
     position = DataPosition(repeat=True)
     dataset = position.dataset(
         lambda epoch: tf.data.Dataset.range(5).shuffle(5, seed=3).repeat()
     )
-    position.resume_at(2, 7)  # Keras epoch 2, 7 batches consumed in all.
-    position.on_epoch_begin(2)
+    position.set(2, 7)  # Keras epoch 2, 7 batches consumed in all.
     assert [int(x) for x in dataset.take(5)] == reference[7:]
 
 
@@ -97,7 +95,7 @@ def test_every_epoch_runs_all_its_batches_only_with_fit_by_epoch(by_epoch):
     model = _model()
     seen = _Seen()
     callbacks = [seen, keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: position.on_epoch_begin(epoch)
+        on_epoch_begin=lambda epoch, logs: position.set(epoch, 0)
     )]  # fmt: skip
     if by_epoch:
         fit_by_epoch(model, x, epochs=3, callbacks=callbacks, verbose=0)

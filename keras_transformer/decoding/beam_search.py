@@ -6,6 +6,7 @@ from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import length_penalty
 from keras_transformer.decoding.utils import next_token_log_probs
 from keras_transformer.decoding.utils import start_state
+from keras_transformer.decoding.utils import top_k
 from keras_transformer.layers.utils import dynamic_update
 
 # Score of impossible hypotheses (dead beams, empty finished slots). A large
@@ -40,9 +41,13 @@ def beam_search(
     `num_return_sequences` best finished hypotheses score at least as well
     as any alive hypothesis could (its log-probability can only fall); the
     loop ends when every sentence is done or after `max_length` tokens. The
-    self-attention cache (one row per beam) is reordered with the beams; the
+    self-attention keys/values never move: each hypothesis carries its
+    ancestry (which beam's slots hold each of its positions), and only that
+    small table is reordered (see `MultiHeadAttention`'s beam cache); the
     encoder and its cross-attention keys/values are computed and stored once
-    per sentence and shared by its beams.
+    per sentence and shared by its beams. The `2 * beam_size` best of the
+    `beam_size x vocabulary` extensions come from a two-stage top-k
+    (`decoding.utils.top_k`).
 
     Args:
         model: a `keras_transformer.Transformer`.
@@ -116,7 +121,7 @@ def beam_search(
             alive_log_probs[:, :, None] + log_probs, (batch_size, K * vocabulary)
         )
         # The 2K best extensions: (B, 2K).
-        top_log_probs, top_indices = ops.top_k(candidates, 2 * K)
+        top_log_probs, top_indices = top_k(candidates, 2 * K)
         top_beams = top_indices // vocabulary
         top_tokens = ops.cast(top_indices % vocabulary, "int32")
         top_seq = _gather_beams(alive_seq, top_beams)  # (B, 2K, L + 1)
@@ -136,20 +141,12 @@ def beam_search(
         alive_log_probs, keep = ops.top_k(ops.where(top_is_eos, _NEG, top_log_probs), K)
         alive_seq = _gather_beams(top_seq, keep)
         parent = _gather_beams(top_beams, keep)  # (B, K) beam each came from
-        rows = ops.reshape(
-            ops.arange(batch_size, dtype="int32")[:, None] * K
-            + ops.cast(parent, "int32"),
-            (-1,),
-        )
-        # Reorder each self-attention buffer with its beams; the shared
-        # cross-attention keys/values (one row per sentence) never move.
-        cache = {
-            "self": [
-                {name: ops.take(buffer, rows, axis=0) for name, buffer in c.items()}
-                for c in cache["self"]
-            ],
-            "cross": cache["cross"],
-        }
+        # The key/value caches never move: each hypothesis takes its
+        # parent's ancestry (which beam's cache holds each of its positions).
+        # With one beam there is nothing to reorder.
+        if K > 1:
+            cache = dict(cache)
+            cache["ancestry"] = _gather_beams(cache["ancestry"], parent)
         if return_attention:
             alive_attention = _gather_beams(top_attention, keep)
 

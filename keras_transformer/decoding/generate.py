@@ -61,8 +61,10 @@ def generate(
     cache (per decoder block, heads-major key and value buffers; see
     `Transformer.init_cache`), compiled with XLA when `jit_compile=True` (one
     compilation per source shape and settings; compiled functions are kept
-    on the model). Beam search keeps one self-attention cache row per beam
-    and one cross-attention row per source sentence.
+    on the model). Beam search keeps one self-attention cache row per
+    sentence with a slot per beam, read through each hypothesis's ancestry
+    (nothing is copied when beams are reordered), and one cross-attention
+    row per source sentence.
 
     Args:
         model: a `keras_transformer.Transformer`.

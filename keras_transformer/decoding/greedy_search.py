@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_transformer.decoding.utils import cross_attention_weights
+from keras_transformer.decoding.utils import first_argmax
 from keras_transformer.decoding.utils import next_token_log_probs
 from keras_transformer.decoding.utils import start_state
 from keras_transformer.layers.utils import dynamic_update
@@ -52,7 +53,7 @@ def greedy_search(model, source_ids, max_length, return_attention=False):
             return_attention_scores=True,
         )
         log_probs = next_token_log_probs(model, logits[:, 0])  # (B, V)
-        next_ids = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+        next_ids = first_argmax(log_probs)
         next_ids = ops.where(finished, model.pad_id, next_ids)
         token_log_probs = ops.take_along_axis(log_probs, next_ids[:, None], axis=-1)
         scores = scores + ops.where(finished, 0.0, token_log_probs[:, 0])

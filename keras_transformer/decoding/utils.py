@@ -6,10 +6,11 @@ from keras import ops
 def start_state(model, source_ids, max_length, batch_size, beam_size=1):
     """Encodes once and prepares the decoding state.
 
-    With `beam_size > 1`, the self-attention caches and the tokens have one
-    row per beam (beams of one sentence are adjacent), while the encoder
-    output, its cross-attention keys/values and the source mask keep one row
-    per sentence: the beams of a sentence share them (see
+    With `beam_size > 1`, the tokens have one row per beam (beams of one
+    sentence are adjacent) and the self-attention caches are beam caches
+    read through `cache["ancestry"]`, while the encoder output, its
+    cross-attention keys/values and the source mask keep one row per
+    sentence: the beams of a sentence share them (see
     `Transformer.init_cache`), so the keys/values are projected and stored
     once per sentence, not once per beam.
 
@@ -65,3 +66,71 @@ def next_token_log_probs(model, logits):
     ids = ops.arange(ops.shape(log_probs)[-1], dtype="int32")
     banned = ops.logical_or(ops.equal(ids, model.pad_id), ops.equal(ids, model.bos_id))
     return ops.where(banned[None, :], -1e9, log_probs)
+
+
+def first_argmax(values):
+    """Index of the first maximum along the last axis, int32.
+
+    Same result as `ops.argmax` (ties go to the lowest index), computed as a
+    max, then the smallest index holding it: two plain reductions that XLA
+    vectorizes, where its `argmax` (a variadic value/index reduction) ran
+    ~2x slower on the decoding logits (16 x 8192) on CPU.
+
+    Args:
+        values: float `(..., n)`, no NaN.
+
+    Returns:
+        int32 `(...)`.
+    """
+    n = ops.shape(values)[-1]
+    largest = ops.max(values, axis=-1, keepdims=True)
+    indices = ops.arange(n, dtype="int32")
+    return ops.min(ops.where(ops.equal(values, largest), indices, n), axis=-1)
+
+
+# Block size of `top_k`'s first stage, and the padding value of its last block.
+_TOP_K_BLOCK = 128
+_LOWEST_FLOAT32 = -3.4028234e38
+
+
+def top_k(values, k):
+    """The `k` largest values along the last axis and their indices.
+
+    Same result as `ops.top_k(values, k)` (sorted, ties to the lowest
+    index), in two stages when the axis is long: the maximum of each block
+    of 128 values; the `k` blocks with the largest maxima (every one of the
+    `k` largest values lies in one of them: a value outside them is beaten
+    by those `k` block maxima); then the top `k` of those `k * 128`
+    candidates, kept in index order so ties still go to the lowest index.
+    Beam search's top `2K` of `K x vocabulary` candidates is ~8x cheaper
+    this way under XLA on CPU, whose TopK sorts every value.
+
+    Args:
+        values: float32 `(batch, n)`, no NaN.
+        k: int, `k <= n`.
+
+    Returns:
+        `(values (batch, k), int32 indices (batch, k))`.
+    """
+    n = values.shape[-1]
+    if n is None or n < 4 * k * _TOP_K_BLOCK:
+        top_values, top_indices = ops.top_k(values, k)
+        return top_values, ops.cast(top_indices, "int32")
+    batch_size = ops.shape(values)[0]
+    blocks = -(-n // _TOP_K_BLOCK)
+    if blocks * _TOP_K_BLOCK != n:  # pad with the lowest value, never chosen
+        values = ops.pad(
+            values,
+            [(0, 0), (0, blocks * _TOP_K_BLOCK - n)],
+            constant_values=_LOWEST_FLOAT32,
+        )
+    blocked = ops.reshape(values, (batch_size, blocks, _TOP_K_BLOCK))
+    _, best_blocks = ops.top_k(ops.max(blocked, axis=-1), k)  # (batch, k)
+    best_blocks = ops.sort(ops.cast(best_blocks, "int32"), axis=-1)
+    candidates = ops.take_along_axis(blocked, best_blocks[:, :, None], axis=1)
+    top_values, position = ops.top_k(
+        ops.reshape(candidates, (batch_size, k * _TOP_K_BLOCK)), k
+    )
+    position = ops.cast(position, "int32")
+    block = ops.take_along_axis(best_blocks, position // _TOP_K_BLOCK, axis=1)
+    return top_values, block * _TOP_K_BLOCK + position % _TOP_K_BLOCK

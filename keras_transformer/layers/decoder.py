@@ -1,9 +1,11 @@
 """The decoder stack: embeddings, positional encoding, N decoder blocks."""
 
 import keras
+from keras import ops
 
 from keras_transformer.layers.decoder_block import DecoderBlock
 from keras_transformer.layers.transformer_stack_base import TransformerStackBase
+from keras_transformer.layers.utils import dynamic_update
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -72,35 +74,52 @@ class Decoder(TransformerStackBase):
     def has_cross_attention(self):
         return self.blocks[0].has_cross_attention
 
-    def init_cache(self, batch_size, max_length, encoder_outputs=None):
+    def init_cache(self, batch_size, max_length, encoder_outputs=None, beam_size=1):
         """An empty decoding cache for `max_length` target positions.
 
         Args:
-            batch_size: int or scalar tensor, rows of decoder input.
+            batch_size: int or scalar tensor, rows of decoder input; with
+                `beam_size > 1`, the number of beam groups (sentences),
+                each of `beam_size` rows.
             max_length: int, the number of positions the cache can hold.
             encoder_outputs: `(encoder_batch_size, source_length, d_model)`,
                 required when the decoder has encoder-decoder attention.
-                `batch_size` must be a multiple of `encoder_batch_size`:
-                with `batch_size = r * encoder_batch_size`, decoder rows
-                `i * r ... i * r + r - 1` read encoder row `i` (beam search
-                keeps one copy of each sentence's keys/values for its `r`
-                beams).
+                The decoder's rows must be a multiple of
+                `encoder_batch_size`: with `r * encoder_batch_size` rows,
+                decoder rows `i * r ... i * r + r - 1` read encoder row `i`
+                (beam search keeps one copy of each sentence's keys/values
+                for its `r` beams).
+            beam_size: int. Above 1, the self-attention caches are beam
+                caches (see `MultiHeadAttention`) and the cache has an
+                `"ancestry"` entry: int32 `(batch_size, beam_size,
+                max_length)`, for each row the beam whose cache holds its
+                key/value at each position (initially its own). The decoder
+                sets the positions it writes to the row's own beam; to
+                reorder hypotheses (beam search), reorder the ancestry
+                rows, not the buffers.
 
         Returns:
             `{"self": [per block {"key": (batch_size, kv_heads, max_length,
             key_dim), "value": (same)}], "cross": [per block {"key":
             (encoder_batch_size, kv_heads, source_length, key_dim), "value":
-            (same)}]}` (`"cross"` is empty without an encoder). `kv_heads`
-            is `num_key_value_heads` (default `num_heads`). The `"self"`
-            buffers are zeros in the compute dtype.
+            (same)}]}` (`"cross"` is empty without an encoder), plus
+            `"ancestry"` with `beam_size > 1` (the `"self"` buffers are then
+            `(batch_size, kv_heads, beam_size, max_length, key_dim)`).
+            `kv_heads` is `num_key_value_heads` (default `num_heads`). The
+            `"self"` buffers are zeros in the compute dtype.
         """
         cache = {
             "self": [
-                block.self_attention.init_cache(batch_size, max_length)
+                block.self_attention.init_cache(batch_size, max_length, beam_size)
                 for block in self.blocks
             ],
             "cross": [],
         }
+        if beam_size > 1:
+            own = ops.arange(beam_size, dtype="int32")[None, :, None]
+            cache["ancestry"] = ops.broadcast_to(
+                own, (batch_size, beam_size, max_length)
+            )
         if self.has_cross_attention:
             if encoder_outputs is None:
                 raise ValueError("`encoder_outputs` is required by this decoder.")
@@ -125,6 +144,16 @@ class Decoder(TransformerStackBase):
             raise ValueError("`cache` needs `cache_index`.")
         start_index = 0 if cache is None else cache_index
         x, padding_mask = self._embed(inputs, padding_mask, start_index, training)
+        ancestry = None if cache is None else cache.get("ancestry")
+        if ancestry is not None:  # the new positions are in each row's own beam
+            groups, beams = ops.shape(ancestry)[0], ancestry.shape[1]
+            own = ops.arange(beams, dtype="int32")[None, :, None]
+            ancestry = dynamic_update(
+                ancestry,
+                ops.broadcast_to(own, (groups, beams, ops.shape(x)[1])),
+                cache_index,
+                axis=2,
+            )
         all_scores, new_self_cache = [], []
         for index, block in enumerate(self.blocks):  # (B, T, d) -> (B, T, d)
             block_cache = {}
@@ -138,6 +167,7 @@ class Decoder(TransformerStackBase):
                 decoder_padding_mask=padding_mask,
                 encoder_padding_mask=encoder_padding_mask,
                 cache_index=cache_index,
+                cache_ancestry=ancestry,
                 return_attention_scores=True,
                 training=training,
                 **block_cache,
@@ -152,5 +182,8 @@ class Decoder(TransformerStackBase):
         if return_attention_scores:
             outputs += (all_scores,)
         if cache is not None:
-            outputs += ({"self": new_self_cache, "cross": cache["cross"]},)
+            new_cache = {"self": new_self_cache, "cross": cache["cross"]}
+            if ancestry is not None:
+                new_cache["ancestry"] = ancestry
+            outputs += (new_cache,)
         return outputs[0] if len(outputs) == 1 else outputs

@@ -50,6 +50,10 @@ class DecoderBlock(TransformerBlockBase):
             `encoder_padding_mask` may then have either batch size.
         cache_index: int or scalar int tensor, position of the first
             `decoder_sequence` element.
+        cache_ancestry: int `(groups, beam_size, max_length)`, required
+            with (and only with) a beam self-attention cache
+            (`self_attention.init_cache(groups, max_length, beam_size)`):
+            see `MultiHeadAttention`.
         return_attention_scores: bool.
         training: bool.
 
@@ -121,6 +125,7 @@ class DecoderBlock(TransformerBlockBase):
         self_attention_cache=None,
         cross_attention_cache=None,
         cache_index=None,
+        cache_ancestry=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -150,6 +155,7 @@ class DecoderBlock(TransformerBlockBase):
             causal=True,
             cache=self_attention_cache,
             cache_index=cache_index,
+            cache_ancestry=cache_ancestry,
             return_attention_scores=True,
             training=training,
         )

@@ -60,6 +60,19 @@ class MultiHeadAttention(keras.layers.Layer):
     `keras_transformer.layers.utils.dynamic_update`. Both give the same
     values.
 
+    Beam search keeps `R` hypotheses per sentence and reorders them after
+    every step. A **beam cache** (`init_cache(groups, max_length,
+    beam_size=R)`, buffers `(groups, num_key_value_heads, max_length * R,
+    dim)`, position `s` of beam `j` at slot `s * R + j`) never moves;
+    instead `cache_ancestry` `(groups, R, max_length)` says, for each query
+    row `c * R + r` and position `s`, which beam of its group holds that
+    position's key/value (the row's own beam for the positions it writes;
+    reorder the ancestry rows, not the buffers, when hypotheses are
+    reordered). Each row's queries are scored against all `R` beams' keys in
+    one matmul per group and head (reading the cache as stored, `R` times
+    the attention arithmetic) and the ancestors' positions are kept, which
+    on CPU costs less than copying the whole cache at every step.
+
     For attention over another sequence, `cache` holds the precomputed
     keys/values of `value` (see `compute_key_value_cache`) and `cache_index`
     is not used. Its batch size may divide the query's: with
@@ -108,10 +121,12 @@ class MultiHeadAttention(keras.layers.Layer):
         cache: optional key/value cache, a dict `{"key": (cache_batch_size,
             num_key_value_heads, cache_length, key_dim), "value":
             (cache_batch_size, num_key_value_heads, cache_length,
-            value_dim)}`, see above (`cache_batch_size == batch_size` for
-            self-attention).
+            value_dim)}`, see above (for self-attention, `cache_batch_size`
+            is `batch_size`, or `groups` for a beam cache).
         cache_index: int or scalar int tensor, where to write new keys/values
             in a self-attention cache.
+        cache_ancestry: int `(groups, R, max_length)`, required with (and
+            only with) a beam cache, see above; `batch_size = groups * R`.
         return_attention_scores: bool, also return the attention weights.
         training: bool, whether dropout is active.
 
@@ -273,19 +288,25 @@ class MultiHeadAttention(keras.layers.Layer):
         batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (batch_size, length, num_heads, head_dim))
 
-    def init_cache(self, batch_size, max_length):
+    def init_cache(self, batch_size, max_length, beam_size=1):
         """An empty (zero) self-attention cache for `max_length` positions.
 
         Args:
-            batch_size: int or scalar int tensor.
+            batch_size: int or scalar int tensor; with `beam_size > 1`, the
+                number of beam groups (source sentences).
             max_length: int, the number of positions the cache holds.
+            beam_size: int. Above 1, a beam cache for queries of
+                `batch_size * beam_size` rows, read through
+                `cache_ancestry` (see the class docstring).
 
         Returns:
             `{"key": (batch_size, num_key_value_heads, max_length, key_dim),
             "value": (batch_size, num_key_value_heads, max_length,
-            value_dim)}` in the layer's compute dtype.
+            value_dim)}` in the layer's compute dtype; with `beam_size > 1`,
+            `max_length * beam_size` slots instead of `max_length`.
         """
-        shape = (batch_size, self._kv_heads, max_length)
+        check_positive_int("beam_size", beam_size)
+        shape = (batch_size, self._kv_heads, max_length * beam_size)
         return {
             "key": ops.zeros(shape + (self.key_dim,), self.compute_dtype),
             "value": ops.zeros(shape + (self._value_dim,), self.compute_dtype),
@@ -328,7 +349,125 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         return {name: cache[name] for name in _CACHE_KEYS}
 
-    def _project(self, query, value, key, cache, cache_index):
+    def _write_cache(self, cache, k, v, cache_index, beams):
+        """Writes the new keys/values `(B, T, Hkv, d)` at `cache_index`.
+
+        Only the `T` new positions are transposed to the cache's layout
+        (heads before positions) and written, as one contiguous slice: in
+        place under XLA, gather + select otherwise. A beam cache
+        (`beams` = R) holds position `s` of beam `j` of group `c` (query row
+        `c * R + j`) at `[c, :, s * R + j]`, so the R beams' new positions
+        are adjacent too.
+        """
+        if beams is None:  # (B, Hkv, L, d)
+            return {
+                name: dynamic_update(
+                    cache[name], ops.transpose(new, (0, 2, 1, 3)), cache_index, axis=2
+                )
+                for name, new in (("key", k), ("value", v))
+            }
+        groups, length = ops.shape(cache["key"])[0], ops.shape(k)[1]
+        updated = {}
+        for name, new in (("key", k), ("value", v)):
+            new = ops.reshape(new, (groups, beams) + tuple(new.shape[1:]))
+            new = ops.transpose(new, (0, 3, 2, 1, 4))  # (C, Hkv, T, R, d)
+            new = ops.reshape(new, (groups, self._kv_heads, length * beams, -1))
+            updated[name] = dynamic_update(
+                cache[name], new, ops.cast(cache_index, "int32") * beams, axis=2
+            )
+        return updated
+
+    def _ancestry_one_hot(self, cache_ancestry, cache, dtype):
+        """`(C, R, L)` beam indices -> one-hot `(C, L, R (source), R (row))`."""
+        shape = tuple(cache_ancestry.shape)
+        slots = cache["key"].shape[2]
+        known = len(shape) == 3 and None not in (shape[2], slots)
+        if (
+            len(shape) != 3
+            or shape[1] is None
+            or (known and shape[1] * shape[2] != slots)
+        ):
+            raise ValueError(
+                "`cache_ancestry` must have shape (batch_size, beam_size, "
+                f"max_length) with a known beam_size and beam_size * max_length "
+                f"= {slots}, the slots of this cache. Received: shape={shape}"
+            )
+        beam_ids = ops.arange(shape[1], dtype="int32")[None, None, :, None]
+        ancestry = ops.transpose(ops.cast(cache_ancestry, "int32"), (0, 2, 1))
+        return ops.cast(ops.equal(ancestry[:, :, None, :], beam_ids), dtype)
+
+    def _ancestry_scores(self, q, k, one_hot):
+        """Scores `(B, H, T, L)` of queries `(B, T, H, dk)` over a beam cache.
+
+        Every query row of a group is scored against the keys of all its
+        group's beams: one `(L R) x (R T G)` matmul per group and key/value
+        head, with the cache `(C, Hkv, L R, dk)` as the left operand, read
+        as stored. At each position, the beam the row descends from is kept.
+        """
+        groups, length, beams = (
+            ops.shape(one_hot)[0],
+            ops.shape(one_hot)[1],
+            one_hot.shape[2],
+        )
+        query_length = ops.shape(q)[1]
+        heads, kv_heads = self.num_heads, self._kv_heads
+        per_kv = heads // kv_heads
+        q = ops.reshape(q, (groups, beams, query_length, kv_heads, per_kv, -1))
+        q = ops.reshape(
+            ops.transpose(q, (0, 3, 1, 2, 4, 5)),  # (C, Hkv, R, T, G, dk)
+            (groups, kv_heads, beams * query_length * per_kv, -1),
+        )
+        scores = ops.einsum("ckxd,ckqd->ckxq", k, q)  # (C, Hkv, L R, R T G)
+        # Keep each row's beam: multiply by the one-hot (broadcast over at
+        # most 4 dimensions, which TensorFlow's kernels need) and sum.
+        tg = query_length * per_kv
+        scores = ops.reshape(scores, (groups, kv_heads, length * beams * beams, tg))
+        one_hot = ops.reshape(one_hot, (groups, 1, length * beams * beams, 1))
+        scores = ops.reshape(
+            scores * one_hot, (groups, kv_heads, length, beams, beams, tg)
+        )
+        scores = ops.sum(scores, axis=3)  # (C, Hkv, L, R, T G)
+        scores = ops.reshape(
+            scores, (groups, kv_heads, length, beams, query_length, per_kv)
+        )
+        scores = ops.transpose(scores, (0, 3, 1, 5, 4, 2))  # (C, R, Hkv, G, T, L)
+        return ops.reshape(scores, (groups * beams, heads, query_length, length))
+
+    def _ancestry_context(self, probs, v, one_hot):
+        """Context `(B, T, H, dv)` of weights `(B, H, T, L)` over a beam cache."""
+        groups, length, beams = (
+            ops.shape(one_hot)[0],
+            ops.shape(one_hot)[1],
+            one_hot.shape[2],
+        )
+        query_length = ops.shape(probs)[2]
+        heads, kv_heads = self.num_heads, self._kv_heads
+        per_kv = heads // kv_heads
+        tg = query_length * per_kv
+        probs = ops.reshape(
+            probs, (groups, beams, kv_heads, per_kv, query_length, length)
+        )
+        probs = ops.transpose(probs, (0, 1, 5, 2, 4, 3))  # (C, R, L, Hkv, T, G)
+        # Spread each weight onto the slot of the beam holding that position.
+        row_major = ops.transpose(one_hot, (0, 3, 1, 2))  # (C, row, L, source)
+        probs = ops.reshape(
+            probs, (groups, beams * length, kv_heads * tg, 1)
+        ) * ops.reshape(row_major, (groups, beams * length, 1, beams))
+        probs = ops.reshape(probs, (groups, beams, length, kv_heads, tg, beams))
+        probs = ops.reshape(
+            ops.transpose(probs, (0, 3, 1, 4, 2, 5)),  # (C, Hkv, R, T G, L, source)
+            (groups, kv_heads, beams * tg, length * beams),
+        )
+        context = ops.einsum("ckqx,ckxd->ckqd", probs, v)  # (C, Hkv, R T G, dv)
+        context = ops.reshape(
+            context, (groups, kv_heads, beams, query_length, per_kv, -1)
+        )
+        context = ops.transpose(context, (0, 2, 3, 1, 4, 5))  # (C, R, T, Hkv, G, dv)
+        return ops.reshape(
+            context, (groups * beams, query_length, heads, self._value_dim)
+        )
+
+    def _project(self, query, value, key, cache, cache_index, beams=None):
         """Returns q `(B,T,H,dk)`, k, v, the cache, and whether k/v are
         heads-major.
 
@@ -360,16 +499,7 @@ class MultiHeadAttention(keras.layers.Layer):
                     "A self-attention `cache` needs `cache_index`, the "
                     "position at which to write the new keys/values."
                 )
-            # Only the T new positions are transposed to (B, Hkv, T, d) and
-            # written: in place under XLA, gather + select otherwise.
-            cache = {
-                "key": dynamic_update(
-                    cache["key"], ops.transpose(k, (0, 2, 1, 3)), cache_index, axis=2
-                ),
-                "value": dynamic_update(
-                    cache["value"], ops.transpose(v, (0, 2, 1, 3)), cache_index, axis=2
-                ),
-            }
+            cache = self._write_cache(cache, k, v, cache_index, beams)
             return q, cache["key"], cache["value"], cache, True
         if value is None and cache is None:
             raise ValueError(
@@ -425,6 +555,7 @@ class MultiHeadAttention(keras.layers.Layer):
         causal=False,
         cache=None,
         cache_index=None,
+        cache_ancestry=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -435,11 +566,23 @@ class MultiHeadAttention(keras.layers.Layer):
         if value_mask is None and self.is_self_attention and cache is None:
             value_mask = query_mask
 
+        beams = None
+        if cache_ancestry is not None:
+            if cache is None or not self.is_self_attention:
+                raise ValueError(
+                    "`cache_ancestry` goes with a self-attention beam cache "
+                    "(`init_cache(..., beam_size=R)`)."
+                )
+            beams = cache_ancestry.shape[1]
         q, k, v, cache, heads_major = self._project(
-            query, value, key, cache, cache_index
+            query, value, key, cache, cache_index, beams
         )
         query_length = ops.shape(q)[1]
         key_length = ops.shape(k)[2 if heads_major else 1]
+        beam_cache = cache_ancestry is not None
+        if beam_cache:  # key_length counts positions, not slots
+            one_hot = self._ancestry_one_hot(cache_ancestry, cache, q.dtype)
+            key_length = ops.shape(one_hot)[1]
 
         # A cross-attention cache shared by `repeats` consecutive query rows
         # (beam search): fold those rows into the query length,
@@ -482,7 +625,8 @@ class MultiHeadAttention(keras.layers.Layer):
                 query_length, key_length, 0 if cache_index is None else cache_index
             )  # (T, S)
 
-        # Keys/values are (B, S, Hkv, d) or, from a cache, (B, Hkv, S, d).
+        # Keys/values are (B, S, Hkv, d) or, from a cache, (B, Hkv, S, d)
+        # (a beam cache: (C, Hkv, R, S, d), see `_ancestry_scores`).
         kv = "bhsd" if heads_major else "bshd"
         kv_grouped = "bksd" if heads_major else "bskd"
         # Scores in float32: (B, H, T, S).
@@ -490,7 +634,9 @@ class MultiHeadAttention(keras.layers.Layer):
         q_heads = q  # (B, T, H, dk)
         groups = self.num_heads // self._kv_heads
         batch_size = ops.shape(q)[0]
-        if groups == 1:
+        if beam_cache:
+            scores = self._ancestry_scores(q, k, one_hot)
+        elif groups == 1:
             scores = ops.einsum(f"bthd,{kv}->bhts", q, k)
         else:
             q = ops.reshape(
@@ -516,7 +662,9 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = self.dropout_layer(
             ops.cast(weights, self.compute_dtype), training=training
         )
-        if groups == 1:
+        if beam_cache:
+            context = self._ancestry_context(probs, v, one_hot)
+        elif groups == 1:
             context = ops.einsum(f"bhts,{kv}->bthd", probs, v)
         else:
             probs_g = ops.reshape(
@@ -584,7 +732,7 @@ class MultiHeadAttention(keras.layers.Layer):
         outputs = (output,)
         if return_attention_scores:
             if cache is not None:
-                key_length = cache["key"].shape[2]
+                key_length = cache["key"].shape[-2]
             elif value is not None:
                 key_length = value.shape[1]
             else:

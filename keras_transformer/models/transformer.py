@@ -303,22 +303,25 @@ class Transformer(keras.Model):
             encoder_outputs: `(batch_size, source_length, d_model)`, from
                 `encode`; their keys/values are projected here, once.
             max_length: int, the most target positions the cache holds.
-            beam_size: int, decoder rows per source sentence. The
-                self-attention caches get `batch_size * beam_size` rows
-                (the beams of sentence `i` are rows `i * beam_size ...`);
-                the cross-attention keys/values keep one row per sentence,
-                shared by its beams.
+            beam_size: int, decoder rows per source sentence (the beams
+                of sentence `i` are decoder rows `i * beam_size ...`). Above
+                1, the self-attention caches are beam caches (one row per
+                sentence, `max_length * beam_size` slots) read through the
+                cache's `"ancestry"`; the cross-attention keys/values keep
+                one row per sentence, shared by its beams.
 
         Returns:
-            `{"self": [per decoder block {"key": (batch_size * beam_size,
-            kv_heads, max_length, key_dim), "value": (same)}], "cross": [per
-            block {"key": (batch_size, kv_heads, source_length, key_dim),
-            "value": (same)}]}` with `key_dim = d_model // num_heads` and
-            `kv_heads = num_key_value_heads or num_heads`.
+            `{"self": [per decoder block {"key": (batch_size, kv_heads,
+            max_length * beam_size, key_dim), "value": (same)}], "cross":
+            [per block {"key": (batch_size, kv_heads, source_length,
+            key_dim), "value": (same)}]}` (plus `"ancestry"` int32
+            `(batch_size, beam_size, max_length)` when `beam_size > 1`)
+            with `key_dim = d_model // num_heads` and `kv_heads =
+            num_key_value_heads or num_heads`.
         """
         batch_size = ops.shape(encoder_outputs)[0]
         return self.decoder.init_cache(
-            batch_size * beam_size, max_length, encoder_outputs
+            batch_size, max_length, encoder_outputs, beam_size=beam_size
         )
 
     def decode(

@@ -482,3 +482,60 @@ def test_relative_positions_equal_shaw_equations():
     actual = layer(x, attention_mask=causal[None])
     np.testing.assert_allclose(actual[0], expected, atol=1e-5)
     assert len(layer.trainable_weights) == 6
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"num_key_value_heads": 2}, {"num_key_value_heads": 1},
+     {"rotary_max_wavelength": 10000.0}, {"max_relative_position": 2}],
+)  # fmt: skip
+def test_beam_cache_read_through_ancestry_equals_each_rows_own_history(
+    options, jit_compile
+):
+    # Groups of R beams; after every step each row takes a random parent in
+    # its group, as beam search does. Reference: the full causal pass over
+    # the row's own history of inputs. The cache itself never moves.
+    groups, beams, length = 2, 3, 6
+    rng = np.random.default_rng(3)
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK, **options)
+    layer(_random(groups * beams, 1, D))
+    cache = layer.init_cache(groups, length, beam_size=beams)
+    for buffer in cache.values():
+        assert buffer.shape == (groups, options.get("num_key_value_heads", H),
+                                length * beams, DK)  # fmt: skip
+    ancestry = np.broadcast_to(np.arange(beams)[:, None], (groups, beams, length))
+    history = np.zeros((groups * beams, length, D), "float32")
+
+    @tf.function(jit_compile=jit_compile)
+    def step(token, cache, index, ancestry):
+        return layer(
+            token, cache=cache, cache_index=index, cache_ancestry=ancestry, causal=True
+        )
+
+    for index in range(length):
+        token = _random(groups * beams, 1, D, seed=10 + index)
+        ancestry = ancestry.copy()
+        ancestry[:, :, index] = np.arange(beams)  # this step's slot: own beam
+        out, cache = step(token, cache, tf.constant(index), tf.constant(ancestry))
+        history[:, index] = token[:, 0]
+        expected = layer(history[:, : index + 1], causal=True)[:, -1]
+        np.testing.assert_allclose(out[:, 0], expected, atol=1e-5)
+        parents = rng.integers(0, beams, size=(groups, beams))
+        ancestry = np.take_along_axis(ancestry, parents[:, :, None], axis=1)
+        rows = (np.arange(groups)[:, None] * beams + parents).reshape(-1)
+        history = history[rows]
+
+
+def test_beam_cache_and_ancestry_must_come_together():
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    x = _random(6, 1, D)
+    layer(x)
+    beam_cache = layer.init_cache(2, T, beam_size=3)
+    ancestry = np.zeros((2, 3, T), "int32")
+    with pytest.raises(ValueError, match="max_length"):  # slots = R x L
+        layer(x, cache=beam_cache, cache_index=0, cache_ancestry=ancestry[:, :, :2])
+    with pytest.raises(ValueError, match="self-attention beam cache"):
+        layer(x, cache_ancestry=ancestry)
+    with pytest.raises(ValueError, match="beam_size"):
+        layer.init_cache(2, T, beam_size=0)

@@ -78,10 +78,21 @@ def test_cache_layout_and_size(num_heads, num_key_value_heads, beam_size):
     cache = model.init_cache(model.encode(SOURCE), max_length, beam_size=beam_size)
     kv_heads, key_dim = num_key_value_heads or num_heads, 16 // num_heads
     assert len(cache["self"]) == len(cache["cross"]) == 2
-    for block_cache in cache["self"]:  # one row per beam
+    for block_cache in cache["self"]:  # one row per sentence, its beams' slots
         for name in ("key", "value"):
-            shape = (batch * beam_size, kv_heads, max_length, key_dim)
+            shape = (batch, kv_heads, max_length * beam_size, key_dim)
+            if beam_size == 1:
+                shape = (batch, kv_heads, max_length, key_dim)
             assert block_cache[name].shape == shape
+    if beam_size == 1:
+        assert "ancestry" not in cache
+    else:  # every row starts with its own history
+        np.testing.assert_array_equal(
+            cache["ancestry"],
+            np.broadcast_to(
+                np.arange(beam_size)[:, None], (batch, beam_size, max_length)
+            ),
+        )
     for block_cache in cache["cross"]:  # one row per sentence, shared by beams
         for name in ("key", "value"):
             assert block_cache[name].shape == (batch, kv_heads, source_length, key_dim)

@@ -101,6 +101,7 @@ def beam_search(
         fin_flags,
         alive_attention,
         fin_attention,
+        projection,
     ):
         ids = ops.reshape(
             ops.slice(alive_seq, (0, 0, index), (batch_size, K, 1)),
@@ -113,6 +114,7 @@ def beam_search(
             cache=cache,
             cache_index=index,
             return_attention_scores=True,
+            output_projection=projection,
         )
         log_probs = ops.reshape(
             next_token_log_probs(model, logits[:, 0]), (batch_size, K, vocabulary)
@@ -173,6 +175,7 @@ def beam_search(
             fin_flags,
             alive_attention,
             fin_attention,
+            projection,
         )
 
     loop_vars = (
@@ -185,6 +188,7 @@ def beam_search(
         finished_flags,
         alive_attention,
         finished_attention,
+        state["output_projection"],
     )
     (
         _,
@@ -196,6 +200,7 @@ def beam_search(
         finished_flags,
         alive_attention,
         finished_attention,
+        _,
     ) = ops.while_loop(cond, body, loop_vars, maximum_iterations=max_length)
 
     # Sentences with fewer than n finished hypotheses fall back on alive ones.

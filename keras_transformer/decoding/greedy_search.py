@@ -39,10 +39,10 @@ def greedy_search(model, source_ids, max_length, return_attention=False):
     attention_shape = (batch_size, max_length, ops.shape(source_ids)[1])
     attention = ops.zeros(attention_shape if return_attention else (), "float32")
 
-    def cond(index, tokens, cache, finished, scores, attention):
+    def cond(index, tokens, cache, finished, *rest):
         return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
 
-    def body(index, tokens, cache, finished, scores, attention):
+    def body(index, tokens, cache, finished, scores, attention, projection):
         ids = ops.slice(tokens, (0, index), (batch_size, 1))  # (B, 1)
         logits, weights, cache = model.decode(
             ids,
@@ -51,6 +51,7 @@ def greedy_search(model, source_ids, max_length, return_attention=False):
             cache=cache,
             cache_index=index,
             return_attention_scores=True,
+            output_projection=projection,
         )
         log_probs = next_token_log_probs(model, logits[:, 0])  # (B, V)
         next_ids = first_argmax(log_probs)
@@ -62,13 +63,19 @@ def greedy_search(model, source_ids, max_length, return_attention=False):
             step_attention = cross_attention_weights(weights)  # (B, 1, S)
             attention = dynamic_update(attention, step_attention, index, axis=1)
         finished = ops.logical_or(finished, ops.equal(next_ids, model.eos_id))
-        return index + 1, tokens, cache, finished, scores, attention
+        return index + 1, tokens, cache, finished, scores, attention, projection
 
-    _, tokens, _, _, scores, attention = ops.while_loop(
-        cond,
-        body,
-        (ops.zeros((), "int32"), tokens, state["cache"], finished, scores, attention),
-        maximum_iterations=max_length,
+    loop_vars = (
+        ops.zeros((), "int32"),
+        tokens,
+        state["cache"],
+        finished,
+        scores,
+        attention,
+        state["output_projection"],
+    )
+    _, tokens, _, _, scores, attention, _ = ops.while_loop(
+        cond, body, loop_vars, maximum_iterations=max_length
     )
     outputs = {"ids": tokens[:, 1:], "scores": scores}
     if return_attention:

@@ -16,8 +16,11 @@ def start_state(model, source_ids, max_length, batch_size, beam_size=1):
 
     Returns:
         dict with `"tokens"` int32 `(batch_size * beam_size, max_length + 1)`
-        (BOS, then padding), `"cache"` (see `Transformer.init_cache`) and
-        `"source_mask"` bool `(batch_size, source_length)`.
+        (BOS, then padding), `"cache"` (see `Transformer.init_cache`),
+        `"source_mask"` bool `(batch_size, source_length)` and
+        `"output_projection"` `(d_model, vocabulary)`, which the search
+        carries through its loop unchanged (see
+        `TokenEmbedding.output_projection`).
     """
     source_ids = ops.cast(source_ids, "int32")
     encoder_outputs = model.encode(source_ids, training=False)
@@ -31,7 +34,12 @@ def start_state(model, source_ids, max_length, batch_size, beam_size=1):
         axis=1,
     )
     cache = model.init_cache(encoder_outputs, max_length, beam_size=beam_size)
-    return {"tokens": tokens, "cache": cache, "source_mask": source_mask}
+    return {
+        "tokens": tokens,
+        "cache": cache,
+        "source_mask": source_mask,
+        "output_projection": model.target_embedding.output_projection(),
+    }
 
 
 def cross_attention_weights(decoder_scores):

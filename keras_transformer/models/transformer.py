@@ -333,6 +333,7 @@ class Transformer(keras.Model):
         cache_index=None,
         return_attention_scores=False,
         training=None,
+        output_projection=None,
     ):
         """Runs the decoder and the output projection.
 
@@ -350,6 +351,9 @@ class Transformer(keras.Model):
             cache_index: int or scalar int tensor.
             return_attention_scores: bool, also return each block's weights.
             training: bool.
+            output_projection: optional `(d_model, vocabulary)` kernel from
+                `target_embedding.output_projection()`, computed once before
+                a decoding loop (see `TokenEmbedding.output_projection`).
 
         Returns:
             float32 logits `(batch_size, target_length, vocabulary)`, then the
@@ -369,7 +373,9 @@ class Transformer(keras.Model):
         )
         if not isinstance(outputs, tuple):
             outputs = (outputs,)
-        logits = self.target_embedding.logits(outputs[0])  # (B, T, V), float32
+        logits = self.target_embedding.logits(  # (B, T, V), float32
+            outputs[0], kernel=output_projection
+        )
         outputs = (logits,) + outputs[1:]
         return outputs[0] if len(outputs) == 1 else outputs
 

@@ -45,3 +45,18 @@ def test_layer_checklist(tie_weights):
         expected_output_shape=(2, 3, 8),
         expected_num_trainable_weights=1 if tie_weights else 2,
     )
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_precomputed_output_projection_gives_the_same_logits(tie_weights):
+    embedding = TokenEmbedding(vocabulary_size=11, d_model=4, tie_weights=tie_weights)
+    x = embedding(np.array([[5, 6, 0]]))
+    kernel = embedding.output_projection()
+    assert tuple(kernel.shape) == (4, 11)
+    expected = (
+        embedding.embeddings.numpy().T if tie_weights else embedding.output_kernel
+    )
+    np.testing.assert_array_equal(kernel, expected)
+    np.testing.assert_array_equal(
+        embedding.logits(x, kernel=kernel), embedding.logits(x)
+    )

@@ -11,32 +11,45 @@ speed-up is the median of the per-round ratios: a paired comparison that
 cancels most of a shared machine's load drift. Outputs are checked equal to
 the baseline's.
 
-The baseline is the library as it is now: since issue 7 the decoding caches
-are separate heads-major key/value buffers `(B, H_kv, L, d_k)` per layer,
-written in place under XLA (`ops.slice_update`), and beam search shares one
-cross-attention key/value row per source sentence among its beams. (Before
-that change this script patched those optimizations into the old library as
-variants `dus`, `scatter`, `heads_major` and `split_kv`; their results are in
-benchmarks/README.md.) The variants now patch the old behaviour back in, to
-measure what each part of the change buys:
+The baseline is the library as it is now: the decoding caches are separate
+heads-major key/value buffers `(B, H_kv, L, d_k)` per layer, written in
+place under XLA (`ops.slice_update`); beam search shares one cross-attention
+key/value row per source sentence among its beams, keeps its self-attention
+keys/values in beam caches that never move (hypotheses carry an ancestry
+table), and takes its top `2K` in two stages; the output projection is
+computed once per search; greedy's argmax is a max + first index. (Before
+those changes this script patched them into the old library as variants
+`dus`, `scatter`, `heads_major` and `split_kv`; their results are in
+benchmarks/README.md.) The variants patch the old behaviour back in, to
+measure what each part buys:
 
 `decode` (batch 16, source 48, 64 tokens, XLA):
 
 - `baseline`: the library as is.
-- `gather_writes` (greedy): the new layout, but every cache/token write is
+- `argmax` (greedy): `ops.argmax` (XLA's variadic value/index reduction).
+- `table_projection` (greedy and beam): the logits use the transposed
+  `(V, d_model)` embedding table at every step instead of the
+  `(d_model, V)` kernel carried through the loop.
+- `full_top_k` (beam): one `ops.top_k` over all `K x V` candidates.
+- `reorder` (beam): one self-attention cache row per beam, every buffer
+  gathered (`ops.take`) into the new beam order at every step, as before
+  the beam caches.
+- `gather_writes` (greedy): every cache/token write is
   `layers.utils.dynamic_update`'s gather + select over the whole buffer
   (what non-XLA graphs and exported SavedModels run), instead of XLA's
   in-place dynamic-update-slice.
-- `cross_per_beam` (beam): the encoder output is repeated `K` times before
-  the cross-attention keys/values are projected (one cache row per beam, as
-  before), instead of one row per sentence shared by its beams.
-- `legacy` (greedy and beam): the library before issue 7: one stacked
+- `cross_per_beam` (beam): `reorder`, plus the encoder output repeated `K`
+  times before the cross-attention keys/values are projected (one cache
+  row per beam) instead of one row per sentence shared by its beams.
+- `legacy` (greedy and beam): the caches before issue 7: one stacked
   `(B, 2, L, H, d_k)` buffer per layer (attention transposes the whole cache
   at every step), gather + select writes, cross-attention keys/values per
-  beam. Covers plain multi-head attention (the benchmark configuration).
+  beam, `reorder`. Covers plain multi-head attention (the benchmark
+  configuration). Combine with the others (`legacy+argmax+...`) for the
+  whole old library.
 - `topk2` (available to `profile_ours.py --variant`, not run by default; was
-  0.87x): beam search's top-k over the `K * V` candidates done in two
-  stages.
+  0.87x): beam search's top-k over the `K * V` candidates as a per-beam
+  top-k, then a top-k of the survivors.
 
 keras-hub's cached greedy search runs in the same interleaved set, so the
 issue's decoding ratios are also measured paired.
@@ -66,8 +79,15 @@ from _common import decode_source  # noqa: E402
 from _common import emit  # noqa: E402
 from _common import training_batch  # noqa: E402
 
-GREEDY_VARIANTS = ("baseline", "gather_writes", "legacy")
-BEAM_VARIANTS = ("baseline", "cross_per_beam", "legacy")
+GREEDY_VARIANTS = ("baseline", "argmax", "table_projection", "gather_writes", "legacy")
+BEAM_VARIANTS = (
+    "baseline",
+    "full_top_k",
+    "table_projection",
+    "reorder",
+    "cross_per_beam",
+    "legacy",
+)
 TRAIN_VARIANTS = ("baseline", "no_dropout")
 
 _MODULES = (
@@ -75,6 +95,7 @@ _MODULES = (
     "keras_transformer.layers.multi_head_attention",
     "keras_transformer.decoding.greedy_search",
     "keras_transformer.decoding.beam_search",
+    "keras_transformer.layers.token_embedding",
 )
 
 
@@ -83,9 +104,8 @@ def _modules():
     # names, so `import ... as` would bind the functions: use importlib.
     import importlib
 
-    return dict(
-        zip(("utils", "mha", "greedy", "beam"), map(importlib.import_module, _MODULES))
-    )
+    names = ("utils", "mha", "greedy", "beam", "embedding")
+    return dict(zip(names, map(importlib.import_module, _MODULES)))
 
 
 # ---------------------------------------------------------------------------
@@ -97,16 +117,20 @@ def patch_gather_writes():
     _modules()["utils"].in_xla_context = lambda: False
 
 
-def start_state_per_beam(model, source_ids, max_length, batch_size, beam_size=1):
-    """`decoding.utils.start_state` as before issue 7: the encoder output
-    (and source mask) repeated `beam_size` times, so every beam gets its own
-    cross-attention keys/values."""
+def _start_state_rows(
+    model, source_ids, max_length, batch_size, beam_size=1, cross_per_beam=False
+):
+    """`decoding.utils.start_state` with one self-attention cache row per
+    beam (no beam cache, no ancestry: beam search then reorders the
+    buffers); with `cross_per_beam`, the encoder output (and source mask)
+    repeated `beam_size` times, so every beam gets its own cross-attention
+    keys/values, as before issue 7."""
     from keras import ops
 
     source_ids = ops.cast(source_ids, "int32")
     encoder_outputs = model.encode(source_ids, training=False)
     source_mask = ops.not_equal(source_ids, model.pad_id)
-    if beam_size > 1:
+    if cross_per_beam and beam_size > 1:
         encoder_outputs = ops.repeat(encoder_outputs, beam_size, axis=0)
         source_mask = ops.repeat(source_mask, beam_size, axis=0)
     rows = batch_size * beam_size
@@ -117,14 +141,52 @@ def start_state_per_beam(model, source_ids, max_length, batch_size, beam_size=1)
         ],
         axis=1,
     )
-    cache = model.init_cache(encoder_outputs, max_length)
-    return {"tokens": tokens, "cache": cache, "source_mask": source_mask}
+    cache = model.decoder.init_cache(rows, max_length, encoder_outputs)
+    return {
+        "tokens": tokens,
+        "cache": cache,
+        "source_mask": source_mask,
+        "output_projection": model.target_embedding.output_projection(),
+    }
+
+
+def patch_reorder(cross_per_beam=False):
+    def start_state(*args, **kwargs):
+        return _start_state_rows(*args, cross_per_beam=cross_per_beam, **kwargs)
+
+    modules = _modules()
+    modules["beam"].start_state = start_state
+    modules["greedy"].start_state = start_state
 
 
 def patch_cross_per_beam():
-    modules = _modules()
-    modules["beam"].start_state = start_state_per_beam
-    modules["greedy"].start_state = start_state_per_beam
+    patch_reorder(cross_per_beam=True)
+
+
+def patch_argmax():
+    from keras import ops
+
+    _modules()["greedy"].first_argmax = lambda x: ops.cast(
+        ops.argmax(x, axis=-1), "int32"
+    )
+
+
+def patch_full_top_k():
+    from keras import ops
+
+    def top_k(values, k):
+        top_values, indices = ops.top_k(values, k)
+        return top_values, ops.cast(indices, "int32")
+
+    _modules()["beam"].top_k = top_k
+
+
+def patch_table_projection():
+    embedding = _modules()["embedding"].TokenEmbedding
+    logits = embedding.logits
+    embedding.logits = lambda self, hidden_states, kernel=None: logits(
+        self, hidden_states
+    )
 
 
 def patch_legacy_layout():
@@ -147,7 +209,9 @@ def patch_legacy_layout():
     MHA = mha.MultiHeadAttention
     original_call = MHA.call
 
-    def init_cache(self, batch_size, max_length):
+    def init_cache(self, batch_size, max_length, beam_size=1):
+        if beam_size != 1:
+            raise NotImplementedError("legacy caches have one row per beam")
         shape = (batch_size, 2, max_length, self._kv_heads, self.key_dim)
         return {"kv": ops.zeros(shape, self.compute_dtype)}
 
@@ -168,6 +232,7 @@ def patch_legacy_layout():
         causal=False,
         cache=None,
         cache_index=None,
+        cache_ancestry=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -267,7 +332,13 @@ class _TwoStageTopKOps:
 
 
 def patch_two_stage_topk(vocabulary=8192):
-    _modules()["beam"].ops = _TwoStageTopKOps(vocabulary)
+    from keras import ops
+
+    def top_k(values, k):
+        top_values, indices = _TwoStageTopKOps(vocabulary).top_k(values, k)
+        return top_values, ops.cast(indices, "int32")
+
+    _modules()["beam"].top_k = top_k
 
 
 def apply_patch(variant):
@@ -286,6 +357,14 @@ def apply_patch(variant):
             patch_legacy_layout()
         elif name == "topk2":
             patch_two_stage_topk()
+        elif name == "argmax":
+            patch_argmax()
+        elif name == "full_top_k":
+            patch_full_top_k()
+        elif name == "table_projection":
+            patch_table_projection()
+        elif name == "reorder":
+            patch_reorder()
         else:
             raise ValueError(name)
 
@@ -306,6 +385,9 @@ def patched(variant):
         "greedy_start": modules["greedy"].start_state,
         "beam_start": modules["beam"].start_state,
         "beam_ops": modules["beam"].ops,
+        "beam_top_k": modules["beam"].top_k,
+        "first_argmax": modules["greedy"].first_argmax,
+        "logits": modules["embedding"].TokenEmbedding.logits,
         "call": MHA.call,
         "kv_cache": MHA.compute_key_value_cache,
         "init_cache": MHA.init_cache,
@@ -318,6 +400,9 @@ def patched(variant):
         modules["greedy"].start_state = saved["greedy_start"]
         modules["beam"].start_state = saved["beam_start"]
         modules["beam"].ops = saved["beam_ops"]
+        modules["beam"].top_k = saved["beam_top_k"]
+        modules["greedy"].first_argmax = saved["first_argmax"]
+        modules["embedding"].TokenEmbedding.logits = saved["logits"]
         MHA.call = saved["call"]
         MHA.compute_key_value_cache = saved["kv_cache"]
         MHA.init_cache = saved["init_cache"]

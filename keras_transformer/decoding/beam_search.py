@@ -143,12 +143,24 @@ def beam_search(
         alive_log_probs, keep = ops.top_k(ops.where(top_is_eos, _NEG, top_log_probs), K)
         alive_seq = _gather_beams(top_seq, keep)
         parent = _gather_beams(top_beams, keep)  # (B, K) beam each came from
-        # The key/value caches never move: each hypothesis takes its
-        # parent's ancestry (which beam's cache holds each of its positions).
-        # With one beam there is nothing to reorder.
-        if K > 1:
+        if "ancestry" in cache:
+            # Beam caches never move: each hypothesis takes its parent's
+            # ancestry (which beam's slots hold each of its positions).
             cache = dict(cache)
             cache["ancestry"] = _gather_beams(cache["ancestry"], parent)
+        elif K > 1:
+            # Caches with one row per beam (a model whose `init_cache` has
+            # no beam caches): every self-attention buffer follows its beam.
+            rows = ops.reshape(
+                ops.arange(batch_size, dtype="int32")[:, None] * K
+                + ops.cast(parent, "int32"),
+                (-1,),
+            )
+            cache = dict(cache)
+            cache["self"] = [
+                {name: ops.take(buffer, rows, axis=0) for name, buffer in c.items()}
+                for c in cache["self"]
+            ]
         if return_attention:
             alive_attention = _gather_beams(top_attention, keep)
 

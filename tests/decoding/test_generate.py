@@ -225,3 +225,38 @@ def test_rejects_bad_source():
         model.generate(SOURCE.astype("float32"))
     with pytest.raises(ValueError, match="integer ids"):
         model.generate(SOURCE[0])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_beam_caches_with_ancestry_equal_caches_reordered_every_step(
+    trained_model, jit_compile
+):
+    # Two independent implementations of one search: the library's beam
+    # caches (never moved, read through the ancestry table) and one cache
+    # row per beam, every buffer gathered into the new beam order after
+    # each step (what beam search does when a cache has no "ancestry").
+    source = keras.ops.convert_to_tensor(SOURCE, "int32")
+    model = trained_model
+
+    def search():
+        return tf.function(
+            lambda s: beam_search(
+                model, s, 8, beam_size=3, num_return_sequences=3,
+                return_attention=True,
+            ),
+            jit_compile=jit_compile,
+            autograph=False,
+        )(source)  # fmt: skip
+
+    library = search()
+    per_row = lambda outputs, length, beam_size=1: model.decoder.init_cache(
+        keras.ops.shape(outputs)[0] * beam_size, length, outputs
+    )
+    model.init_cache = per_row
+    try:
+        reordered = search()
+    finally:
+        del model.init_cache  # the class method again
+    np.testing.assert_array_equal(library["ids"], reordered["ids"])
+    np.testing.assert_allclose(library["scores"], reordered["scores"], atol=1e-5)
+    np.testing.assert_allclose(library["attention"], reordered["attention"], atol=1e-5)

@@ -377,10 +377,15 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         return updated
 
-    def _ancestry_one_hot(self, cache_ancestry, cache, dtype):
-        """`(C, R, L)` beam indices -> one-hot `(C, L, R (source), R (row))`."""
+    def _check_ancestry(self, cache_ancestry, cache):
+        """Validates `cache_ancestry` against the cache; returns `R`."""
+        if cache is None or not self.is_self_attention:
+            raise ValueError(
+                "`cache_ancestry` goes with a self-attention beam cache "
+                "(`init_cache(..., beam_size=R)`)."
+            )
         shape = tuple(cache_ancestry.shape)
-        slots = cache["key"].shape[2]
+        slots = self._check_cache(cache)["key"].shape[2]
         known = len(shape) == 3 and None not in (shape[2], slots)
         if (
             len(shape) != 3
@@ -392,7 +397,12 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"max_length) with a known beam_size and beam_size * max_length "
                 f"= {slots}, the slots of this cache. Received: shape={shape}"
             )
-        beam_ids = ops.arange(shape[1], dtype="int32")[None, None, :, None]
+        return shape[1]
+
+    def _ancestry_one_hot(self, cache_ancestry, dtype):
+        """`(C, R, L)` beam indices -> one-hot `(C, L, R (source), R (row))`."""
+        beams = cache_ancestry.shape[1]
+        beam_ids = ops.arange(beams, dtype="int32")[None, None, :, None]
         ancestry = ops.transpose(ops.cast(cache_ancestry, "int32"), (0, 2, 1))
         return ops.cast(ops.equal(ancestry[:, :, None, :], beam_ids), dtype)
 
@@ -568,12 +578,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
         beams = None
         if cache_ancestry is not None:
-            if cache is None or not self.is_self_attention:
-                raise ValueError(
-                    "`cache_ancestry` goes with a self-attention beam cache "
-                    "(`init_cache(..., beam_size=R)`)."
-                )
-            beams = cache_ancestry.shape[1]
+            beams = self._check_ancestry(cache_ancestry, cache)
         q, k, v, cache, heads_major = self._project(
             query, value, key, cache, cache_index, beams
         )
@@ -581,7 +586,7 @@ class MultiHeadAttention(keras.layers.Layer):
         key_length = ops.shape(k)[2 if heads_major else 1]
         beam_cache = cache_ancestry is not None
         if beam_cache:  # key_length counts positions, not slots
-            one_hot = self._ancestry_one_hot(cache_ancestry, cache, q.dtype)
+            one_hot = self._ancestry_one_hot(cache_ancestry, q.dtype)
             key_length = ops.shape(one_hot)[1]
 
         # A cross-attention cache shared by `repeats` consecutive query rows

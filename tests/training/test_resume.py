@@ -317,6 +317,8 @@ def _trainer_config(output, **overrides):
         keep_checkpoints=10,
         bleu_sentences=0,
         verbose=0,
+        # Resuming is not about XLA; graph mode skips a compile per shape.
+        jit_compile=False,
     )
     settings.update(overrides)
     return TrainConfig(**settings)

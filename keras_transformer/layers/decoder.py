@@ -103,8 +103,8 @@ class Decoder(TransformerStackBase):
             key_dim), "value": (same)}], "cross": [per block {"key":
             (encoder_batch_size, kv_heads, source_length, key_dim), "value":
             (same)}]}` (`"cross"` is empty without an encoder), plus
-            `"ancestry"` with `beam_size > 1` (the `"self"` buffers are then
-            `(batch_size, kv_heads, beam_size, max_length, key_dim)`).
+            `"ancestry"` with `beam_size > 1` (the `"self"` buffers then have
+            `max_length * beam_size` slots).
             `kv_heads` is `num_key_value_heads` (default `num_heads`). The
             `"self"` buffers are zeros in the compute dtype.
         """

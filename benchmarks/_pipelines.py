@@ -176,7 +176,7 @@ def id_tokenize(strings):
     )
 
 
-def ours_dataset(pairs, batch_size, seed, config=CONFIG):
+def ours_dataset(pairs, batch_size, seed, config=CONFIG, batch_tokens=None):
     """`keras_transformer.data.make_dataset` over the same corpus.
 
     The pairs go in as strings of word ids without EOS; `make_dataset` adds
@@ -184,6 +184,8 @@ def ours_dataset(pairs, batch_size, seed, config=CONFIG):
     exactly the peers' tensors, but length-bucketed (padded to the bucket
     length, default boundaries 24/32/48/64 here) instead of to the batch max.
     `drop_remainder=False` so every pair is trained on, like the peers.
+    With `batch_tokens`, batches hold up to that many padded tokens per side
+    (more sentences in short buckets) instead of `batch_size` sentences.
     """
     from keras_transformer.data import make_dataset
 
@@ -192,7 +194,8 @@ def ours_dataset(pairs, batch_size, seed, config=CONFIG):
         text_pairs,
         id_tokenize,
         id_tokenize,
-        batch_size=batch_size,
+        batch_size=None if batch_tokens else batch_size,
+        batch_tokens=batch_tokens,
         max_source_length=config["max_length"],
         max_target_length=config["max_length"],
         shuffle=True,
@@ -215,7 +218,12 @@ def run_ours_data(task, pairs):
     ks.set_policy(task.get("dtype", "float32"))
     model = ks.build_ours()
     ks.compile_for_training(model, task["jit"])
-    dataset = ours_dataset(pairs, CONFIG["batch_size"], CONFIG["seed"])
+    dataset = ours_dataset(
+        pairs,
+        CONFIG["batch_size"],
+        CONFIG["seed"],
+        batch_tokens=task.get("batch_tokens"),
+    )
     times, batches = _fit_epochs(model, dataset, task["epochs"])
     return _result(
         pairs,
@@ -225,6 +233,7 @@ def run_ours_data(task, pairs):
             "jit": task["jit"],
             "batches_per_epoch": batches,
             "pipeline": "keras_transformer.data.make_dataset",
+            "batch_tokens": task.get("batch_tokens"),
         },
     )
 

@@ -8,6 +8,12 @@ from keras_transformer.layers.transformer_stack_base import TransformerStackBase
 from keras_transformer.layers.utils import dynamic_update
 
 
+def _own_beams(groups, beams, length):
+    """Ancestry `(groups, beams, length)` pointing every row at its own beam."""
+    own = ops.arange(beams, dtype="int32")[None, :, None]
+    return ops.broadcast_to(own, (groups, beams, length))
+
+
 @keras.saving.register_keras_serializable(package="keras_transformer")
 class Decoder(TransformerStackBase):
     """A stack of `num_layers` `DecoderBlock`s with its input embedding.
@@ -116,10 +122,7 @@ class Decoder(TransformerStackBase):
             "cross": [],
         }
         if beam_size > 1:
-            own = ops.arange(beam_size, dtype="int32")[None, :, None]
-            cache["ancestry"] = ops.broadcast_to(
-                own, (batch_size, beam_size, max_length)
-            )
+            cache["ancestry"] = _own_beams(batch_size, beam_size, max_length)
         if self.has_cross_attention:
             if encoder_outputs is None:
                 raise ValueError("`encoder_outputs` is required by this decoder.")
@@ -146,14 +149,8 @@ class Decoder(TransformerStackBase):
         x, padding_mask = self._embed(inputs, padding_mask, start_index, training)
         ancestry = None if cache is None else cache.get("ancestry")
         if ancestry is not None:  # the new positions are in each row's own beam
-            groups, beams = ops.shape(ancestry)[0], ancestry.shape[1]
-            own = ops.arange(beams, dtype="int32")[None, :, None]
-            ancestry = dynamic_update(
-                ancestry,
-                ops.broadcast_to(own, (groups, beams, ops.shape(x)[1])),
-                cache_index,
-                axis=2,
-            )
+            own = _own_beams(ops.shape(ancestry)[0], ancestry.shape[1], ops.shape(x)[1])
+            ancestry = dynamic_update(ancestry, own, cache_index, axis=2)
         all_scores, new_self_cache = [], []
         for index, block in enumerate(self.blocks):  # (B, T, d) -> (B, T, d)
             block_cache = {}

@@ -406,6 +406,11 @@ class MultiHeadAttention(keras.layers.Layer):
         ancestry = ops.transpose(ops.cast(cache_ancestry, "int32"), (0, 2, 1))
         return ops.cast(ops.equal(ancestry[:, :, None, :], beam_ids), dtype)
 
+    def _beam_dims(self, one_hot):
+        """`(groups C, positions L, beams R, query heads per kv head G)`."""
+        shape = ops.shape(one_hot)
+        return shape[0], shape[1], one_hot.shape[2], self.num_heads // self._kv_heads
+
     def _ancestry_scores(self, q, k, one_hot):
         """Scores `(B, H, T, L)` of queries `(B, T, H, dk)` over a beam cache.
 
@@ -414,14 +419,9 @@ class MultiHeadAttention(keras.layers.Layer):
         head, with the cache `(C, Hkv, L R, dk)` as the left operand, read
         as stored. At each position, the beam the row descends from is kept.
         """
-        groups, length, beams = (
-            ops.shape(one_hot)[0],
-            ops.shape(one_hot)[1],
-            one_hot.shape[2],
-        )
+        groups, length, beams, per_kv = self._beam_dims(one_hot)
         query_length = ops.shape(q)[1]
         heads, kv_heads = self.num_heads, self._kv_heads
-        per_kv = heads // kv_heads
         q = ops.reshape(q, (groups, beams, query_length, kv_heads, per_kv, -1))
         q = ops.reshape(
             ops.transpose(q, (0, 3, 1, 2, 4, 5)),  # (C, Hkv, R, T, G, dk)
@@ -445,14 +445,9 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _ancestry_context(self, probs, v, one_hot):
         """Context `(B, T, H, dv)` of weights `(B, H, T, L)` over a beam cache."""
-        groups, length, beams = (
-            ops.shape(one_hot)[0],
-            ops.shape(one_hot)[1],
-            one_hot.shape[2],
-        )
+        groups, length, beams, per_kv = self._beam_dims(one_hot)
         query_length = ops.shape(probs)[2]
         heads, kv_heads = self.num_heads, self._kv_heads
-        per_kv = heads // kv_heads
         tg = query_length * per_kv
         probs = ops.reshape(
             probs, (groups, beams, kv_heads, per_kv, query_length, length)

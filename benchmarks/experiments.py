@@ -88,7 +88,7 @@ BEAM_VARIANTS = (
     "cross_per_beam",
     "legacy",
 )
-TRAIN_VARIANTS = ("baseline", "no_dropout")
+TRAIN_VARIANTS = ("baseline", "no_dropout", "philox_dropout")
 
 _MODULES = (
     "keras_transformer.layers.utils",
@@ -96,6 +96,7 @@ _MODULES = (
     "keras_transformer.decoding.greedy_search",
     "keras_transformer.decoding.beam_search",
     "keras_transformer.layers.token_embedding",
+    "keras_transformer.layers.dropout",
 )
 
 
@@ -104,7 +105,7 @@ def _modules():
     # names, so `import ... as` would bind the functions: use importlib.
     import importlib
 
-    names = ("utils", "mha", "greedy", "beam", "embedding")
+    names = ("utils", "mha", "greedy", "beam", "embedding", "dropout")
     return dict(zip(names, map(importlib.import_module, _MODULES)))
 
 
@@ -115,6 +116,14 @@ def _modules():
 def patch_gather_writes():
     """Every `dynamic_update` takes the gather + select (non-XLA) path."""
     _modules()["utils"].in_xla_context = lambda: False
+
+
+def patch_philox_dropout():
+    """Dropout draws its masks with TensorFlow's default (Philox) under XLA
+    too, as `keras.layers.Dropout` does."""
+    import keras
+
+    _modules()["dropout"].Dropout.call = keras.layers.Dropout.call
 
 
 def _start_state_rows(
@@ -365,6 +374,8 @@ def apply_patch(variant):
             patch_table_projection()
         elif name == "reorder":
             patch_reorder()
+        elif name == "philox_dropout":
+            patch_philox_dropout()
         else:
             raise ValueError(name)
 
@@ -391,6 +402,7 @@ def patched(variant):
         "call": MHA.call,
         "kv_cache": MHA.compute_key_value_cache,
         "init_cache": MHA.init_cache,
+        "dropout_call": modules["dropout"].Dropout.call,
     }
     apply_patch(variant)
     try:
@@ -406,6 +418,7 @@ def patched(variant):
         MHA.call = saved["call"]
         MHA.compute_key_value_cache = saved["kv_cache"]
         MHA.init_cache = saved["init_cache"]
+        modules["dropout"].Dropout.call = saved["dropout_call"]
 
 
 # ---------------------------------------------------------------------------
@@ -530,10 +543,11 @@ def run_train(rounds):
     functions = {}
     for variant in TRAIN_VARIANTS:
         dropout = 0.0 if variant == "no_dropout" else 0.1
-        model = ks.build_ours(dropout=dropout)
-        ks.compile_for_training(model, True)
-        for _ in range(3):
-            model.train_on_batch(x, y)
+        with patched(variant):  # the first step traces the patched layers
+            model = ks.build_ours(dropout=dropout)
+            ks.compile_for_training(model, True)
+            for _ in range(3):
+                model.train_on_batch(x, y)
         functions[variant] = lambda model=model: model.train_on_batch(x, y)
     hub = ks.build_keras_hub()
     ks.compile_for_training(hub, True)

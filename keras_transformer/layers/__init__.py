@@ -2,6 +2,7 @@
 
 from keras_transformer.layers.decoder import Decoder
 from keras_transformer.layers.decoder_block import DecoderBlock
+from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.encoder import Encoder
 from keras_transformer.layers.encoder_block import EncoderBlock
 from keras_transformer.layers.learned_positional_embedding import (
@@ -17,6 +18,7 @@ from keras_transformer.layers.token_embedding import TokenEmbedding
 __all__ = [
     "Decoder",
     "DecoderBlock",
+    "Dropout",
     "Encoder",
     "EncoderBlock",
     "LearnedPositionalEmbedding",

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.masking import causal_mask
 from keras_transformer.layers.masking import merge_masks
 from keras_transformer.layers.sinusoidal_positional_encoding import (
@@ -274,7 +275,7 @@ class MultiHeadAttention(keras.layers.Layer):
             "attention_output",
             self.num_heads * self._value_dim,
         )
-        self.dropout_layer = keras.layers.Dropout(
+        self.dropout_layer = Dropout(
             self.dropout, dtype=self.dtype_policy, name="attention_dropout"
         )
         if self.rotary_max_wavelength is not None:

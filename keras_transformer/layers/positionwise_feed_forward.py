@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.utils import check_positive_int
 from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
@@ -73,7 +74,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
             name="inner_dense",
         )
         self.inner_dense.build(inputs_shape)
-        self.dropout_layer = keras.layers.Dropout(
+        self.dropout_layer = Dropout(
             self.dropout, dtype=self.dtype_policy, name="inner_dropout"
         )
         self.output_dense = keras.layers.Dense(

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.multi_head_attention import MultiHeadAttention
 from keras_transformer.layers.positionwise_feed_forward import PositionwiseFeedForward
 from keras_transformer.layers.utils import check_positive_int
@@ -77,7 +78,7 @@ class TransformerBlockBase(keras.layers.Layer):
         return layer
 
     def _dropout(self, name):
-        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
+        return Dropout(self.dropout, dtype=self.dtype_policy, name=name)
 
     def _attention(self, name, d_model, positional=False):
         """An attention sub-layer; `positional` ones get RoPE/relative options."""

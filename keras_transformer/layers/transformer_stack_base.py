@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.learned_positional_embedding import (
     LearnedPositionalEmbedding,
 )
@@ -140,7 +141,7 @@ class TransformerStackBase(keras.layers.Layer):
                 self.max_positions, dtype=self.dtype_policy, name="position_embedding"
             )
             self.position_embedding.build(hidden_shape)
-        self.embedding_dropout = keras.layers.Dropout(
+        self.embedding_dropout = Dropout(
             self.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
         if self.normalize_first:

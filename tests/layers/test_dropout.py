@@ -50,9 +50,7 @@ def test_drops_rate_and_scales_the_rest(jit_compile, rate):
     dropped = y == 0
     # Binomial(n, rate): 6 standard deviations.
     assert abs(dropped.mean() - rate) < 6 * np.sqrt(rate * (1 - rate) / n)
-    np.testing.assert_allclose(
-        y[~dropped], x.numpy()[~dropped] / (1 - rate), rtol=1e-6
-    )
+    np.testing.assert_allclose(y[~dropped], x.numpy()[~dropped] / (1 - rate), rtol=1e-6)
     # Masks are independent of the position: rows and columns drop alike.
     assert abs(dropped.mean(axis=(0, 1)) - rate).max() < 0.02
     assert abs(dropped.mean(axis=(0, 2)) - rate).max() < 0.02

@@ -30,7 +30,11 @@ measure what each part buys:
 - `table_projection` (greedy and beam): the logits use the transposed
   `(V, d_model)` embedding table at every step instead of the
   `(d_model, V)` kernel carried through the loop.
-- `full_top_k` (beam): one `ops.top_k` over all `K x V` candidates.
+- `materialized` (beam): the `K x V` extension scores are materialized
+  (log-softmax, banned ids, + beam scores) before the two-stage top-k, as
+  before `decoding.utils.best_extensions`.
+- `full_top_k` (beam): `materialized`, then one `ops.top_k` over all
+  `K x V` candidates.
 - `reorder` (beam): one self-attention cache row per beam, every buffer
   gathered (`ops.take`) into the new beam order at every step, as before
   the beam caches.
@@ -82,6 +86,7 @@ from _common import training_batch  # noqa: E402
 GREEDY_VARIANTS = ("baseline", "argmax", "table_projection", "gather_writes", "legacy")
 BEAM_VARIANTS = (
     "baseline",
+    "materialized",
     "full_top_k",
     "table_projection",
     "reorder",
@@ -97,6 +102,7 @@ _MODULES = (
     "keras_transformer.decoding.beam_search",
     "keras_transformer.layers.token_embedding",
     "keras_transformer.layers.dropout",
+    "keras_transformer.decoding.utils",
 )
 
 
@@ -105,7 +111,7 @@ def _modules():
     # names, so `import ... as` would bind the functions: use importlib.
     import importlib
 
-    names = ("utils", "mha", "greedy", "beam", "embedding", "dropout")
+    names = ("utils", "mha", "greedy", "beam", "embedding", "dropout", "utils_decoding")
     return dict(zip(names, map(importlib.import_module, _MODULES)))
 
 
@@ -180,14 +186,41 @@ def patch_argmax():
     )
 
 
+def _materialized_extensions(top_k):
+    """A `best_extensions` that materializes the `(B, K * V)` scores, then
+    takes `top_k(scores, k)`."""
+    from keras import ops
+
+    def best_extensions(logits, log_probs, k, banned_ids=()):
+        batch_size, beams, vocabulary = (
+            ops.shape(logits)[0],
+            logits.shape[1],
+            logits.shape[2],
+        )
+        next_log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        ids = ops.arange(vocabulary, dtype="int32")
+        for banned_id in banned_ids:
+            next_log_probs = ops.where(ops.equal(ids, banned_id), -1e9, next_log_probs)
+        scores = ops.reshape(
+            log_probs[:, :, None] + next_log_probs, (batch_size, beams * vocabulary)
+        )
+        top, index = top_k(scores, k)
+        index = ops.cast(index, "int32")
+        return top, index // vocabulary, index % vocabulary
+
+    return best_extensions
+
+
+def patch_materialized():
+    _modules()["beam"].best_extensions = _materialized_extensions(
+        _modules()["utils_decoding"].top_k
+    )
+
+
 def patch_full_top_k():
     from keras import ops
 
-    def top_k(values, k):
-        top_values, indices = ops.top_k(values, k)
-        return top_values, ops.cast(indices, "int32")
-
-    _modules()["beam"].top_k = top_k
+    _modules()["beam"].best_extensions = _materialized_extensions(ops.top_k)
 
 
 def patch_table_projection():
@@ -341,13 +374,9 @@ class _TwoStageTopKOps:
 
 
 def patch_two_stage_topk(vocabulary=8192):
-    from keras import ops
-
-    def top_k(values, k):
-        top_values, indices = _TwoStageTopKOps(vocabulary).top_k(values, k)
-        return top_values, ops.cast(indices, "int32")
-
-    _modules()["beam"].top_k = top_k
+    _modules()["beam"].best_extensions = _materialized_extensions(
+        _TwoStageTopKOps(vocabulary).top_k
+    )
 
 
 def apply_patch(variant):
@@ -370,6 +399,8 @@ def apply_patch(variant):
             patch_argmax()
         elif name == "full_top_k":
             patch_full_top_k()
+        elif name == "materialized":
+            patch_materialized()
         elif name == "table_projection":
             patch_table_projection()
         elif name == "reorder":
@@ -396,7 +427,7 @@ def patched(variant):
         "greedy_start": modules["greedy"].start_state,
         "beam_start": modules["beam"].start_state,
         "beam_ops": modules["beam"].ops,
-        "beam_top_k": modules["beam"].top_k,
+        "beam_best_extensions": modules["beam"].best_extensions,
         "first_argmax": modules["greedy"].first_argmax,
         "logits": modules["embedding"].TokenEmbedding.logits,
         "call": MHA.call,
@@ -412,7 +443,7 @@ def patched(variant):
         modules["greedy"].start_state = saved["greedy_start"]
         modules["beam"].start_state = saved["beam_start"]
         modules["beam"].ops = saved["beam_ops"]
-        modules["beam"].top_k = saved["beam_top_k"]
+        modules["beam"].best_extensions = saved["beam_best_extensions"]
         modules["greedy"].first_argmax = saved["first_argmax"]
         modules["embedding"].TokenEmbedding.logits = saved["logits"]
         MHA.call = saved["call"]

@@ -2,11 +2,10 @@
 
 from keras import ops
 
+from keras_transformer.decoding.utils import best_extensions
 from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import length_penalty
-from keras_transformer.decoding.utils import next_token_log_probs
 from keras_transformer.decoding.utils import start_state
-from keras_transformer.decoding.utils import top_k
 from keras_transformer.layers.utils import dynamic_update
 
 # Score of impossible hypotheses (dead beams, empty finished slots). A large
@@ -116,16 +115,14 @@ def beam_search(
             return_attention_scores=True,
             output_projection=projection,
         )
-        log_probs = ops.reshape(
-            next_token_log_probs(model, logits[:, 0]), (batch_size, K, vocabulary)
+        # The 2K best extensions (B, 2K): score, beam, token; PAD and BOS
+        # never win.
+        top_log_probs, top_beams, top_tokens = best_extensions(
+            ops.reshape(logits[:, 0], (batch_size, K, vocabulary)),
+            alive_log_probs,
+            2 * K,
+            banned_ids=(model.pad_id, model.bos_id),
         )
-        candidates = ops.reshape(
-            alive_log_probs[:, :, None] + log_probs, (batch_size, K * vocabulary)
-        )
-        # The 2K best extensions: (B, 2K).
-        top_log_probs, top_indices = top_k(candidates, 2 * K)
-        top_beams = top_indices // vocabulary
-        top_tokens = ops.cast(top_indices % vocabulary, "int32")
         top_seq = _gather_beams(alive_seq, top_beams)  # (B, 2K, L + 1)
         top_seq = dynamic_update(top_seq, top_tokens[:, :, None], index + 1, axis=2)
         top_is_eos = ops.equal(top_tokens, model.eos_id)

@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+from keras_transformer.decoding.utils import best_extensions
 from keras_transformer.decoding.utils import first_argmax
 from keras_transformer.decoding.utils import top_k
 
@@ -47,3 +48,56 @@ def test_top_k_equals_sorted_top_k(n, k, values, jit_compile):
     assert got_indices.dtype == tf.int32
     np.testing.assert_array_equal(got_values, want_values)
     np.testing.assert_array_equal(got_indices, want_indices)
+
+
+def _reference_extensions(logits, log_probs, k, banned_ids):
+    """numpy: every `log_probs[b, r] + log_softmax(logits[b, r])[v]`, banned
+    ids at -1e9 + log_probs, then a stable descending sort (ties to the
+    lowest flat index r * V + v)."""
+    logits = logits.astype("float64")
+    top = logits.max(-1, keepdims=True)
+    log_softmax = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    log_softmax[:, :, list(banned_ids)] = -1e9
+    scores = (log_probs[:, :, None] + log_softmax).reshape(len(logits), -1)
+    order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    vocabulary = logits.shape[-1]
+    return (
+        np.take_along_axis(scores, order, -1),
+        order // vocabulary,
+        order % vocabulary,
+    )
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize(
+    "vocabulary, values",
+    [
+        (8192, "normal"),  # the blocked path, whole blocks
+        (7000, "normal"),  # blocked, the last block padded
+        (8192, "ties"),
+        (300, "normal"),  # short: materialized scores
+        (300, "ties"),
+    ],
+)
+def test_best_extensions_equal_the_materialized_top_k(vocabulary, values, jit_compile):
+    rng = np.random.default_rng(vocabulary)
+    beams, k, banned_ids = 4, 8, (0, 2)
+    if values == "ties":
+        logits = _with_ties((3, beams, vocabulary), vocabulary)
+        log_probs = np.zeros((3, beams), "float32")  # every beam scores alike
+    else:
+        logits = 3 * rng.normal(size=(3, beams, vocabulary)).astype("float32")
+        logits[:, :, 0] = 40.0  # PAD would win, but it is banned
+        log_probs = -rng.uniform(0, 5, size=(3, beams)).astype("float32")
+        log_probs[0, 1:] = -1e9  # sentence 0: only its first beam is alive
+    scores, hypotheses, tokens = tf.function(
+        lambda x, p: best_extensions(x, p, k, banned_ids), jit_compile=jit_compile
+    )(logits, log_probs)
+    want_scores, want_hypotheses, want_tokens = _reference_extensions(
+        logits, log_probs, k, banned_ids
+    )
+    assert hypotheses.dtype == tokens.dtype == tf.int32
+    np.testing.assert_array_equal(hypotheses, want_hypotheses)
+    np.testing.assert_array_equal(tokens, want_tokens)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6, atol=1e-5)
+    assert not np.isin(tokens, banned_ids).any()

@@ -17,7 +17,8 @@ place under XLA (`ops.slice_update`); beam search shares one cross-attention
 key/value row per source sentence among its beams, keeps its self-attention
 keys/values in beam caches that never move (hypotheses carry an ancestry
 table), and takes its top `2K` in two stages; the output projection is
-computed once per search; greedy's argmax is a max + first index. (Before
+computed once per search; greedy's argmax is a max + first index; beam
+search ranks its extensions from the raw logits (`best_extensions`). (Before
 those changes this script patched them into the old library as variants
 `dus`, `scatter`, `heads_major` and `split_kv`; their results are in
 benchmarks/README.md.) The variants patch the old behaviour back in, to
@@ -59,8 +60,10 @@ keras-hub's cached greedy search runs in the same interleaved set, so the
 issue's decoding ratios are also measured paired.
 
 `train` (XLA, fp32, the fixed batch of compare.py): `baseline`,
-`no_dropout` (dropout 0: what dropout's random bits and masks cost) and
-keras-hub's model, interleaved step by step.
+`no_dropout` (dropout 0: what dropout's random bits and masks cost),
+`philox_dropout` (`keras_transformer.layers.Dropout` draws its masks with
+TensorFlow's default Philox under XLA, as `keras.layers.Dropout` does,
+instead of ThreeFry) and keras-hub's model, interleaved step by step.
 """
 
 import argparse

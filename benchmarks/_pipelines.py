@@ -5,7 +5,9 @@ lengths uniform in [20, 64]. Peers pad each batch to its longest sequence
 (keras-hub: `tf.data` `padded_batch` + `model.fit`; torch: `DataLoader` with
 a padding `collate_fn`). Throughput is real (non-pad) target tokens per
 second of wall time per epoch; epoch 1 includes tracing and, with XLA, one
-compilation per new batch shape; the last epoch is the steady state.
+compilation per new batch shape; the steady state is the throughput of
+epochs 2 to N together (one epoch of 16 batches lasts 12-20 s here, and a
+single late retrace or a load spike moved a one-epoch number by 40%).
 """
 
 import time
@@ -30,8 +32,12 @@ def _result(pairs, epoch_times, batch_size, extra=None):
         "pairs": len(pairs),
         "real_tokens_per_epoch": tokens,
         "epoch_s": epoch_times,
+        "epoch_tokens_per_s": [tokens / t for t in epoch_times],
         "first_epoch_tokens_per_s": tokens / epoch_times[0],
-        "tokens_per_s": tokens / epoch_times[-1],
+        # Steady state: epochs 2..N together (epoch 1 alone for one epoch).
+        "tokens_per_s": tokens
+        * max(len(epoch_times) - 1, 1)
+        / sum(epoch_times[1:] or epoch_times),
         "peak_rss_mib": peak_rss_mib(),
     }
     result.update(extra or {})

@@ -1,6 +1,6 @@
 """Measures library optimizations paired, by monkeypatching our layers.
 
-    python benchmarks/experiments.py [--rounds 7] [--only decode,train]
+    python benchmarks/experiments.py [--rounds 7] [--only decode,train,e2e]
 
 Nothing in `keras_transformer/` is changed. One process per kind builds one
 model per variant (same seeded weights) and traces each variant's function
@@ -64,6 +64,11 @@ issue's decoding ratios are also measured paired.
 `philox_dropout` (`keras_transformer.layers.Dropout` draws its masks with
 TensorFlow's default Philox under XLA, as `keras.layers.Dropout` does,
 instead of ThreeFry) and keras-hub's model, interleaved step by step.
+
+`e2e` (graph mode, not run by default): one epoch per round of ours on
+`keras_transformer.data` buckets (`baseline`), ours behind the peers'
+padded `tf.data` (`ours_padded`) and keras-hub on it (`keras_hub_padded`):
+the issue's end-to-end ratio, paired.
 """
 
 import argparse
@@ -595,6 +600,50 @@ def run_train(rounds):
     return result
 
 
+def run_e2e(rounds):
+    """End to end, paired: one epoch of each system per round, interleaved.
+
+    compare.py runs each system's epochs in its own process, minutes apart,
+    and this machine's speed drifts by 20-40% over minutes; here our model
+    on `keras_transformer.data` buckets, the same model behind the peers'
+    pad-to-batch-max `tf.data` (the stand-in) and keras-hub's model on that
+    padded pipeline train in one process (graph mode, as in compare.py),
+    one epoch each per round, after one untimed epoch each (tracing).
+    """
+    import _keras_systems as ks
+    from _common import CONFIG
+    from _pipelines import _real_tokens
+    from _pipelines import corpus
+    from _pipelines import ours_dataset
+    from _pipelines import tf_padded_dataset
+
+    pairs = corpus(16)
+    batch_size, seed = CONFIG["batch_size"], CONFIG["seed"]
+    systems = {
+        "baseline": (ks.build_ours, ours_dataset(pairs, batch_size, seed)),
+        "ours_padded": (ks.build_ours, tf_padded_dataset(pairs, batch_size, seed)),
+        "keras_hub_padded": (
+            ks.build_keras_hub,
+            tf_padded_dataset(pairs, batch_size, seed),
+        ),
+    }
+    functions = {}
+    for name, (build, dataset) in systems.items():
+        model = build()
+        ks.compile_for_training(model, False)
+        model.fit(dataset, epochs=1, verbose=0)  # traces
+
+        def epoch(model=model, dataset=dataset):
+            model.fit(dataset, epochs=1, verbose=0)
+
+        functions[name] = epoch
+    result = summarize_pairs(interleave(functions, rounds))
+    tokens = _real_tokens(pairs, batch_size)
+    for row in result.values():
+        row["tokens_per_s"] = tokens / row["median_s"]
+    return {"e2e": result}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
@@ -612,6 +661,8 @@ def main(argv=None):
         kind = args.child
         if kind == "train":
             emit({"train": run_train(args.rounds * 2)})
+        elif kind == "e2e":
+            emit(run_e2e(args.rounds))
         else:
             only = set(args.variants.split(",")) if args.variants else None
             emit(run_decode(args.rounds, only))

@@ -45,8 +45,8 @@ def beam_search(
     small table is reordered (see `MultiHeadAttention`'s beam cache); the
     encoder and its cross-attention keys/values are computed and stored once
     per sentence and shared by its beams. The `2 * beam_size` best of the
-    `beam_size x vocabulary` extensions come from a two-stage top-k
-    (`decoding.utils.top_k`).
+    `beam_size x vocabulary` extensions come from a two-stage top-k over
+    the raw logits (`decoding.utils.best_extensions`).
 
     Args:
         model: a `keras_transformer.Transformer`.

@@ -110,8 +110,10 @@ def top_k(values, k):
     `k` largest values lies in one of them: a value outside them is beaten
     by those `k` block maxima); then the top `k` of those `k * 128`
     candidates, kept in index order so ties still go to the lowest index.
-    Beam search's top `2K` of `K x vocabulary` candidates is ~8x cheaper
-    this way under XLA on CPU, whose TopK sorts every value.
+    XLA's CPU TopK sorts every value: for the top 8 of 4 x 8192 values this
+    was ~8x faster in a micro-benchmark, and beam search 1.22x faster
+    (2-core CPU, `benchmarks/README.md`, session 3; beam search now uses
+    `best_extensions`, built on the same blocks).
 
     Args:
         values: float32 `(batch, n)`, no NaN.
@@ -152,11 +154,16 @@ def best_extensions(logits, log_probs, k, banned_ids=()):
     `k + hypotheses x (blocks holding banned ids)` blocks are kept: at least
     `k` of them rank by a true maximum, which is the `top_k` argument. Per
     step of beam search (batch 16 x 4 beams x 8192 words) the materialized
-    path wrote and read four more `(64, 8192)` arrays. Short vocabularies
-    take the materialized path.
+    path wrote and read four more `(64, 8192)` arrays; measured on a 2-core
+    CPU, the scoring kernels fell from ~11% to ~7% of a beam step's CPU
+    time, but whole beam searches were as fast as with the materialized
+    path within the machine's noise (x0.96 and x1.03 paired; see
+    `benchmarks/README.md`, session 4). Short vocabularies take the
+    materialized path.
 
     Args:
-        logits: float `(batch, hypotheses, vocabulary)`.
+        logits: finite float `(batch, hypotheses, vocabulary)`, the
+            vocabulary size known when traced.
         log_probs: float32 `(batch, hypotheses)`, the hypotheses' scores.
         k: int, `k <= hypotheses * (vocabulary - len(banned_ids))`.
         banned_ids: ints in `[0, vocabulary)`, token ids never chosen.

@@ -70,26 +70,33 @@ def _reference_extensions(logits, log_probs, k, banned_ids):
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize(
-    "vocabulary, values",
+    "vocabulary, values, banned_ids",
     [
-        (8192, "normal"),  # the blocked path, whole blocks
-        (7000, "normal"),  # blocked, the last block padded
-        (8192, "ties"),
-        (300, "normal"),  # short: materialized scores
-        (300, "ties"),
+        (8192, "normal", (0, 2)),  # the blocked path, whole blocks
+        (7000, "normal", (0, 2)),  # blocked, the last block padded
+        (6144, "normal", (0, 2)),  # the smallest blocked vocabulary for k=8
+        (8192, "normal", (0, 2, 200)),  # banned ids in two blocks
+        (8192, "ties", (0, 2)),
+        (8192, "same_beams", (0, 2)),  # ties across beams: lowest beam first
+        (300, "normal", (0, 2)),  # short: materialized scores
+        (300, "ties", (0, 2)),
     ],
 )
-def test_best_extensions_equal_the_materialized_top_k(vocabulary, values, jit_compile):
+def test_best_extensions_equal_the_materialized_top_k(
+    vocabulary, values, banned_ids, jit_compile
+):
     rng = np.random.default_rng(vocabulary)
-    beams, k, banned_ids = 4, 8, (0, 2)
-    if values == "ties":
-        logits = _with_ties((3, beams, vocabulary), vocabulary)
-        log_probs = np.zeros((3, beams), "float32")  # every beam scores alike
-    else:
+    beams, k = 4, 8
+    if values == "normal":
         logits = 3 * rng.normal(size=(3, beams, vocabulary)).astype("float32")
-        logits[:, :, 0] = 40.0  # PAD would win, but it is banned
+        logits[:, :, list(banned_ids)] = 40.0  # banned ids would win
         log_probs = -rng.uniform(0, 5, size=(3, beams)).astype("float32")
         log_probs[0, 1:] = -1e9  # sentence 0: only its first beam is alive
+    else:
+        logits = _with_ties((3, beams, vocabulary), vocabulary)
+        if values == "same_beams":
+            logits[:] = logits[:, :1]
+        log_probs = np.zeros((3, beams), "float32")  # every beam scores alike
     scores, hypotheses, tokens = tf.function(
         lambda x, p: best_extensions(x, p, k, banned_ids), jit_compile=jit_compile
     )(logits, log_probs)

@@ -79,10 +79,11 @@ def test_outside_xla_it_is_keras_dropout():
     )
 
 
-def test_inference_and_rate_zero_return_the_input():
+def test_inference_and_rate_zero_return_the_input_rate_one_zeros():
     x = tf.random.normal((4, 8))
     np.testing.assert_array_equal(_compiled(Dropout(0.5), training=False)(x), x)
     np.testing.assert_array_equal(_compiled(Dropout(0.0))(x), x)
+    np.testing.assert_array_equal(_compiled(Dropout(1.0))(x), np.zeros((4, 8)))
 
 
 def test_noise_shape_broadcasts_under_xla():
@@ -90,6 +91,7 @@ def test_noise_shape_broadcasts_under_xla():
     y = _compiled(Dropout(0.5, noise_shape=(None, 1, 64), seed=2))(x).numpy()
     np.testing.assert_array_equal(y, np.broadcast_to(y[:, :1], y.shape))
     assert 0.3 < (y == 0).mean() < 0.7
+    assert not (y == y[:1]).all()  # `None` took the batch size, not 1
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
@@ -123,7 +125,7 @@ def test_the_transformer_uses_it_everywhere():
         for layer in model._flatten_layers()
         if isinstance(layer, keras.layers.Dropout)
     ]
-    # 2 embeddings, 2 encoder + 3 decoder residuals, 2 attention-weight
+    # 2 embeddings, 2 encoder + 3 decoder residuals, 1 attention-weight
     # (encoder) + 2 (decoder self/cross), 2 feed-forward inner.
     assert len(dropouts) == 2 + 5 + 3 + 2
     assert all(type(layer) is Dropout for layer in dropouts)

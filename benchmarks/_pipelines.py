@@ -77,7 +77,10 @@ def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG):
     )
 
 
-def _fit_epochs(model, dataset, epochs):
+def _fit_epochs(model, dataset, epochs, counter=None):
+    """Fits `epochs` epochs; returns (seconds, batches) per epoch. With a
+    token `counter` (see `_counting`), also sets `_fit_epochs.tokens`, the
+    real target tokens of each epoch."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -87,6 +90,7 @@ def _fit_epochs(model, dataset, epochs):
 
         def on_epoch_begin(self, epoch, logs=None):
             self.batches.append(0)
+            self.counted = None if counter is None else int(counter.numpy())
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
@@ -94,8 +98,11 @@ def _fit_epochs(model, dataset, epochs):
 
         def on_epoch_end(self, epoch, logs=None):
             self.times.append(time.perf_counter() - self.start)
+            if counter is not None:
+                _fit_epochs.tokens.append(int(counter.numpy()) - self.counted)
 
     timer = EpochTimer()
+    _fit_epochs.tokens = []
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
     return timer.times, timer.batches
 
@@ -182,7 +189,14 @@ def id_tokenize(strings):
     )
 
 
-def ours_dataset(pairs, batch_size, seed, config=CONFIG, batch_tokens=None):
+def ours_dataset(
+    pairs,
+    batch_size,
+    seed,
+    config=CONFIG,
+    batch_tokens=None,
+    static_shapes=False,
+):
     """`keras_transformer.data.make_dataset` over the same corpus.
 
     The pairs go in as strings of word ids without EOS; `make_dataset` adds
@@ -192,6 +206,11 @@ def ours_dataset(pairs, batch_size, seed, config=CONFIG, batch_tokens=None):
     `drop_remainder=False` so every pair is trained on, like the peers.
     With `batch_tokens`, batches hold up to that many padded tokens per side
     (more sentences in short buckets) instead of `batch_size` sentences.
+    With `static_shapes`, the XLA-friendly settings: both sides padded to one
+    bucket length (`bucket_by="longest"`) and each bucket's partial batch
+    dropped (`drop_remainder=True`), so at most one shape per boundary
+    occurs (4 here) and each compiles once; the dropped pairs differ per
+    epoch (shuffling), so real tokens are counted as they are trained on.
     """
     from keras_transformer.data import make_dataset
 
@@ -206,7 +225,8 @@ def ours_dataset(pairs, batch_size, seed, config=CONFIG, batch_tokens=None):
         max_target_length=config["max_length"],
         shuffle=True,
         seed=seed,
-        drop_remainder=False,
+        drop_remainder=static_shapes,
+        bucket_by="longest" if static_shapes else "pair",
     )
 
 
@@ -224,24 +244,56 @@ def run_ours_data(task, pairs):
     ks.set_policy(task.get("dtype", "float32"))
     model = ks.build_ours()
     ks.compile_for_training(model, task["jit"])
+    static_shapes = task.get("static_shapes", False)
     dataset = ours_dataset(
         pairs,
         CONFIG["batch_size"],
         CONFIG["seed"],
         batch_tokens=task.get("batch_tokens"),
+        static_shapes=static_shapes,
     )
-    times, batches = _fit_epochs(model, dataset, task["epochs"])
-    return _result(
-        pairs,
-        times,
-        CONFIG["batch_size"],
-        {
-            "jit": task["jit"],
-            "batches_per_epoch": batches,
-            "pipeline": "keras_transformer.data.make_dataset",
-            "batch_tokens": task.get("batch_tokens"),
-        },
-    )
+    counter = None
+    if static_shapes:
+        dataset, counter = _counting(dataset, CONFIG["pad_id"])
+    times, batches = _fit_epochs(model, dataset, task["epochs"], counter)
+    extra = {
+        "jit": task["jit"],
+        "batches_per_epoch": batches,
+        "pipeline": "keras_transformer.data.make_dataset",
+        "batch_tokens": task.get("batch_tokens"),
+        "static_shapes": static_shapes,
+    }
+    if counter is None:
+        return _result(pairs, times, CONFIG["batch_size"], extra)
+    tokens = _fit_epochs.tokens
+    result = {
+        "status": "ok",
+        "pairs": len(pairs),
+        "real_tokens_per_epoch": tokens,
+        "epoch_s": times,
+        "epoch_tokens_per_s": [n / t for n, t in zip(tokens, times)],
+        "first_epoch_tokens_per_s": tokens[0] / times[0],
+        "tokens_per_s": sum(tokens[1:] or tokens) / sum(times[1:] or times),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    result.update(extra)
+    return result
+
+
+def _counting(dataset, pad_id):
+    """`dataset` that adds each batch's real target tokens to a variable as
+    it is produced. Read at epoch ends of a finite dataset (its iterator is
+    exhausted there, nothing prefetched beyond), the count is exact."""
+    import tensorflow as tf
+
+    counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def count(inputs, target_out):
+        real = tf.math.count_nonzero(tf.not_equal(target_out, pad_id), dtype=tf.int64)
+        with tf.control_dependencies([counter.assign_add(real)]):
+            return inputs, tf.identity(target_out)
+
+    return dataset.map(count), counter
 
 
 def run(task):

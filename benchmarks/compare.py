@@ -130,6 +130,14 @@ def plan(quick, e2e_jit, rounds=1):
             "ours_data",
             batch_tokens=CONFIG["batch_size"] * CONFIG["max_length"],
         )
+        # The trainer's default on one CPU (fp32): XLA, with the pipeline
+        # settings that keep the shapes few (one compile each).
+        e2e(
+            "ours (buckets, static shapes, XLA: trainer default)",
+            "ours_data",
+            jit=True,
+            static_shapes=True,
+        )
         e2e("ours (stand-in: padded tf.data)", "ours_padded")
         e2e("keras-hub (padded tf.data, fit)", "keras_hub")
         e2e("torch (DataLoader, pad collate)", "torch")

@@ -25,19 +25,19 @@ def _real_tokens(pairs, batch_size):
     return int(sum(len(t) for _, t in pairs[:used]))
 
 
-def _result(pairs, epoch_times, batch_size, extra=None):
-    tokens = _real_tokens(pairs, batch_size)
+def _result(pairs, epoch_times, batch_size, extra=None, epoch_tokens=None):
+    """The e2e row. `epoch_tokens`: real target tokens trained on in each
+    epoch when counted (see `_counting`); by default the whole corpus."""
+    tokens = epoch_tokens or [_real_tokens(pairs, batch_size)] * len(epoch_times)
     result = {
         "status": "ok",
         "pairs": len(pairs),
-        "real_tokens_per_epoch": tokens,
+        "real_tokens_per_epoch": epoch_tokens or tokens[0],
         "epoch_s": epoch_times,
-        "epoch_tokens_per_s": [tokens / t for t in epoch_times],
-        "first_epoch_tokens_per_s": tokens / epoch_times[0],
+        "epoch_tokens_per_s": [n / t for n, t in zip(tokens, epoch_times)],
+        "first_epoch_tokens_per_s": tokens[0] / epoch_times[0],
         # Steady state: epochs 2..N together (epoch 1 alone for one epoch).
-        "tokens_per_s": tokens
-        * max(len(epoch_times) - 1, 1)
-        / sum(epoch_times[1:] or epoch_times),
+        "tokens_per_s": sum(tokens[1:] or tokens) / sum(epoch_times[1:] or epoch_times),
         "peak_rss_mib": peak_rss_mib(),
     }
     result.update(extra or {})
@@ -78,15 +78,16 @@ def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG):
 
 
 def _fit_epochs(model, dataset, epochs, counter=None):
-    """Fits `epochs` epochs; returns (seconds, batches) per epoch. With a
-    token `counter` (see `_counting`), also sets `_fit_epochs.tokens`, the
-    real target tokens of each epoch."""
+    """Fits `epochs` epochs; returns (seconds, batches, real target tokens)
+    per epoch, the tokens read from `counter` (see `_counting`), or `None`
+    without one."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.times, self.batches = [], []
+            self.tokens = None if counter is None else []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.batches.append(0)
@@ -99,12 +100,11 @@ def _fit_epochs(model, dataset, epochs, counter=None):
         def on_epoch_end(self, epoch, logs=None):
             self.times.append(time.perf_counter() - self.start)
             if counter is not None:
-                _fit_epochs.tokens.append(int(counter.numpy()) - self.counted)
+                self.tokens.append(int(counter.numpy()) - self.counted)
 
     timer = EpochTimer()
-    _fit_epochs.tokens = []
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
-    return timer.times, timer.batches
+    return timer.times, timer.batches, timer.tokens
 
 
 def run_keras(task, pairs, build):
@@ -114,7 +114,7 @@ def run_keras(task, pairs, build):
     model = build()
     ks.compile_for_training(model, task["jit"])
     dataset = tf_padded_dataset(pairs, CONFIG["batch_size"], CONFIG["seed"])
-    times, batches = _fit_epochs(model, dataset, task["epochs"])
+    times, batches, _ = _fit_epochs(model, dataset, task["epochs"])
     return _result(
         pairs,
         times,
@@ -255,7 +255,7 @@ def run_ours_data(task, pairs):
     counter = None
     if static_shapes:
         dataset, counter = _counting(dataset, CONFIG["pad_id"])
-    times, batches = _fit_epochs(model, dataset, task["epochs"], counter)
+    times, batches, tokens = _fit_epochs(model, dataset, task["epochs"], counter)
     extra = {
         "jit": task["jit"],
         "batches_per_epoch": batches,
@@ -263,21 +263,7 @@ def run_ours_data(task, pairs):
         "batch_tokens": task.get("batch_tokens"),
         "static_shapes": static_shapes,
     }
-    if counter is None:
-        return _result(pairs, times, CONFIG["batch_size"], extra)
-    tokens = _fit_epochs.tokens
-    result = {
-        "status": "ok",
-        "pairs": len(pairs),
-        "real_tokens_per_epoch": tokens,
-        "epoch_s": times,
-        "epoch_tokens_per_s": [n / t for n, t in zip(tokens, times)],
-        "first_epoch_tokens_per_s": tokens[0] / times[0],
-        "tokens_per_s": sum(tokens[1:] or tokens) / sum(times[1:] or times),
-        "peak_rss_mib": peak_rss_mib(),
-    }
-    result.update(extra)
-    return result
+    return _result(pairs, times, CONFIG["batch_size"], extra, tokens)
 
 
 def _counting(dataset, pad_id):

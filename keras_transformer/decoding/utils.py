@@ -72,8 +72,16 @@ def next_token_log_probs(model, logits):
     """
     log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
     ids = ops.arange(ops.shape(log_probs)[-1], dtype="int32")
-    banned = ops.logical_or(ops.equal(ids, model.pad_id), ops.equal(ids, model.bos_id))
+    banned = _is_banned(ids, (model.pad_id, model.bos_id))
     return ops.where(banned[None, :], -1e9, log_probs)
+
+
+def _is_banned(ids, banned_ids):
+    """bool, the shape of int32 `ids`: which of them are in `banned_ids`."""
+    banned = ops.zeros(ops.shape(ids), "bool")
+    for banned_id in banned_ids:
+        banned = ops.logical_or(banned, ops.equal(ids, banned_id))
+    return banned
 
 
 def first_argmax(values):
@@ -177,10 +185,7 @@ def best_extensions(logits, log_probs, k, banned_ids=()):
     banned_blocks = {int(i) // _TOP_K_BLOCK for i in banned_ids}
     kept = k + hypotheses * len(banned_blocks)
     if vocabulary < 4 * kept * _TOP_K_BLOCK:
-        ids = ops.arange(vocabulary, dtype="int32")
-        banned = ops.zeros((vocabulary,), "bool")
-        for banned_id in banned_ids:
-            banned = ops.logical_or(banned, ops.equal(ids, banned_id))
+        banned = _is_banned(ops.arange(vocabulary, dtype="int32"), banned_ids)
         # Banned words score -1e9 + log_probs (chosen only when a sentence
         # has fewer than k other extensions).
         next_log_probs = ops.where(
@@ -200,9 +205,7 @@ def best_extensions(logits, log_probs, k, banned_ids=()):
     block_offsets = ops.repeat(log_probs - log_sum_exp, blocks, axis=1)
     width = blocks * _TOP_K_BLOCK  # the padded vocabulary
     token_ids = ops.reshape(ops.arange(width, dtype="int32"), (blocks, -1))
-    banned = ops.zeros((blocks, _TOP_K_BLOCK), "bool")
-    for banned_id in banned_ids:
-        banned = ops.logical_or(banned, ops.equal(token_ids, banned_id))
+    banned = _is_banned(token_ids, banned_ids)
     top, index = _top_k_of_blocks(
         blocked, block_max + block_offsets, k, kept, block_offsets, banned
     )

@@ -62,11 +62,15 @@ class Dropout(keras.layers.Dropout):
     """
 
     def call(self, inputs, training=False):
-        if training and 0 < self.rate < 1 and in_xla_context():
-            if keras.backend.backend() == "tensorflow":
-                return _threefry_dropout(
-                    inputs, self.rate, self.noise_shape, self.seed_generator.next()
-                )
+        if (
+            training
+            and 0 < self.rate < 1
+            and keras.backend.backend() == "tensorflow"
+            and in_xla_context()
+        ):
+            return _threefry_dropout(
+                inputs, self.rate, self.noise_shape, self.seed_generator.next()
+            )
         return super().call(inputs, training=training)
 
 

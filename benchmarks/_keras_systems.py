@@ -249,3 +249,66 @@ def keras_hub_greedy_recompute(model, source, new_tokens, config=CONFIG):
         (tf.constant(0), tokens),
     )
     return tf.transpose(tokens.stack())[:, 1:]
+
+
+# ---------------------------------------------------------------------------
+# The decoding floor: a step's weight matmuls alone.
+
+
+def decoder_step_kernels(model):
+    """Our model's weight matrices that one decoding step multiplies by,
+    in order: per block the fused self-attention Q/K/V `(d, 3d)`, its output
+    `(d, d)`, the cross-attention query and output `(d, d)`, the FFN `(d,
+    d_ff)` and `(d_ff, d)`; then the tied output projection `(d, V)`. (The
+    cross-attention keys/values are projected once, before the loop.)"""
+    kernels = []
+    for block in model.decoder.blocks:
+        kernels += [
+            block.self_attention.query_key_value_dense.kernel,
+            block.self_attention.output_dense.kernel,
+            block.cross_attention.query_dense.kernel,
+            block.cross_attention.output_dense.kernel,
+            block.feed_forward.inner_dense.kernel,
+            block.feed_forward.output_dense.kernel,
+        ]
+    return kernels, model.target_embedding.output_projection()
+
+
+def matmul_floor(model, rows, new_tokens):
+    """A `tf.function(jit_compile=True)` running `new_tokens` steps of only
+    the weight matmuls of our decoding step (same kernels, `rows` rows: 16
+    for greedy, 64 for beam 4), chained through the residual adds, in one
+    while loop like `generate()`. No attention, LayerNorm, softmax,
+    embedding, cache writes or argmax (one RMS rescaling per step keeps the
+    values normal): what a step costs if everything but its weight matmuls
+    were free. Returns a function of no arguments that runs it.
+    """
+    kernels, projection = decoder_step_kernels(model)
+    kernels = [tf.convert_to_tensor(k) for k in kernels]
+    projection = tf.convert_to_tensor(projection)
+    d = model.d_model
+
+    def step(x):  # (rows, d)
+        for qkv, out, query, cross_out, inner, outer in zip(*[iter(kernels)] * 6):
+            x = x + tf.matmul(tf.matmul(x, qkv)[:, :d], out)
+            x = x + tf.matmul(tf.matmul(x, query), cross_out)
+            x = x + tf.matmul(tf.nn.relu(tf.matmul(x, inner)), outer)
+        # Unit RMS once per step (two small ops): no overflow, no denormals.
+        x = x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
+        return x, tf.reduce_max(tf.matmul(x, projection), axis=-1)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def run(x):
+        def body(index, x, total):
+            x, best = step(x)
+            return index + 1, x, total + best
+
+        _, _, total = tf.while_loop(
+            lambda index, *_: index < new_tokens,
+            body,
+            (tf.constant(0), x, tf.zeros((rows,))),
+        )
+        return total
+
+    start = tf.random.stateless_normal((rows, d), seed=(1, 2))
+    return lambda: run(start).numpy()

@@ -87,6 +87,8 @@ def plan(quick, e2e_jit, rounds=1):
     decode("ours greedy (cache, XLA)", "ours_greedy")
     decode("ours beam 4 (cache, XLA)", "ours_beam")
     decode("keras-hub greedy (caches, XLA)", "keras_hub_cached")
+    decode("floor: ours' step matmuls only, 16 rows (XLA)", "floor_greedy")
+    decode("floor: ours' step matmuls only, 64 rows (XLA)", "floor_beam")
     if not quick:
         decode("ours greedy (cache, graph)", "ours_greedy", jit=False)
         decode("keras-hub greedy (recompute, graph)", "keras_hub_recompute", n=2)
@@ -107,6 +109,16 @@ def plan(quick, e2e_jit, rounds=1):
         tasks.sort(key=lambda t: order.index(t[1]) if t[1] in order else len(order))
     repeated = [t for t in tasks if t[0] in ("train", "decode")]
     tasks += [t for _ in range(rounds - 1) for t in repeated]
+
+    # The decoding ratios again, paired in one process (cancels the load
+    # drift between separate processes; see experiments.py).
+    tasks.append(
+        (
+            "paired",
+            "decoding, paired in one process",
+            {"task": "paired", "rounds": 3 if quick else 9},
+        )
+    )
 
     batches, epochs = (2, 1) if quick else (16, 4)
 
@@ -149,6 +161,20 @@ def run_task(task, log_path, timeout):
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PYTHONWARNINGS", "ignore")
     command = [sys.executable, str(HERE / "_worker.py"), json.dumps(task)]
+    if task["task"] == "paired":
+        # experiments.py's decoding child: the library's greedy and beam 4,
+        # keras-hub's cached greedy and the matmul floors in one process,
+        # one call each per round, interleaved.
+        command = [
+            sys.executable,
+            str(HERE / "experiments.py"),
+            "--child",
+            "decode",
+            "--variants",
+            "baseline",
+            "--rounds",
+            str(task["rounds"]),
+        ]
     load_before = os.getloadavg()
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -278,6 +304,36 @@ def compute_ratios(results):
     return ratios
 
 
+def compute_bounds(results):
+    """What the decoding targets would be at the matmul floor: the ratios if
+    a step cost only its weight matmuls (the `floor: ...` rows), with the
+    peer as measured. Informational, no target."""
+    decode = results["decode"]
+    floor16 = find(decode, "floor: ours' step matmuls only, 16 rows (XLA)")
+    floor64 = find(decode, "floor: ours' step matmuls only, 64 rows (XLA)")
+    hub = find(decode, "keras-hub greedy (caches, XLA)")
+    greedy = find(decode, "ours greedy (cache, XLA)")
+    beam = find(decode, "ours beam 4 (cache, XLA)")
+    bounds = {}
+    if floor16 and hub:
+        bounds["greedy_vs_keras_hub_at_the_floor"] = (
+            hub["ms_per_step"] / floor16["ms_per_step"]
+        )
+    if floor16 and floor64:
+        bounds["beam4_vs_greedy_at_the_floor"] = (
+            floor64["ms_per_step"] / floor16["ms_per_step"]
+        )
+    if floor16 and greedy:
+        bounds["ours_greedy_step_vs_its_floor"] = (
+            greedy["ms_per_step"] / floor16["ms_per_step"]
+        )
+    if floor64 and beam:
+        bounds["ours_beam4_step_vs_its_floor"] = (
+            beam["ms_per_step"] / floor64["ms_per_step"]
+        )
+    return bounds
+
+
 def fmt(value, spec="{:.1f}", missing="-"):
     return missing if value is None else spec.format(value)
 
@@ -405,6 +461,27 @@ def report(results):
         print(
             f"  {name:34s} {entry['value']:6.2f}  target {entry['target']:7s} {verdict}"
         )
+    paired = results.get("paired") or {}
+    if paired.get("status") == "ok":
+        rounds = len(paired["greedy"]["baseline"]["times_s"])
+        print(
+            f"\nDecoding ratios paired in one process ({rounds} interleaved "
+            "rounds, median of the per-round ratios):"
+        )
+        for name, value in paired["ratios"].items():
+            print(f"  {name:62s} {value:6.2f}")
+        print(
+            "  ms/step: ours greedy "
+            f"{paired['greedy']['baseline']['ms_per_step']:.2f}, ours beam 4 "
+            f"{paired['beam']['baseline']['ms_per_step']:.2f}, keras-hub cached "
+            f"{paired['keras_hub_cached_ms_per_step']:.2f}, floor 16 rows "
+            f"{paired['floor_greedy_ms_per_step']:.2f}, floor 64 rows "
+            f"{paired['floor_beam_ms_per_step']:.2f}"
+        )
+    if results.get("bounds"):
+        print("\nAt the matmul floor (a step = its weight matmuls only; no target):")
+        for name, value in results["bounds"].items():
+            print(f"  {name:34s} {value:6.2f}")
 
 
 def main(argv=None):
@@ -414,7 +491,7 @@ def main(argv=None):
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections to run: peak,train,decode,e2e",
+        help="comma-separated sections to run: peak,train,decode,paired,e2e",
     )
     parser.add_argument(
         "--e2e-jit",
@@ -458,6 +535,7 @@ def main(argv=None):
         "flop_formula": FLOP_FORMULA,
         "parameters": parameter_counts(),
         "peak": None,
+        "paired": None,
         "train": [],
         "decode": [],
         "e2e": [],
@@ -482,6 +560,8 @@ def main(argv=None):
         result["label"] = label
         if section == "peak":
             results["peak"] = result if result.get("status") == "ok" else None
+        elif section == "paired":
+            results["paired"] = result
         else:
             keep_best(results[section], result)
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -496,6 +576,7 @@ def main(argv=None):
             break
     add_mfu(results, results["peak"])
     results["ratios"] = compute_ratios(results)
+    results["bounds"] = compute_bounds(results)
     report(results)
     print(f"\nTotal {results['total_s']:.0f}s; worker logs in {log_dir}")
     Path(args.output).write_text(json.dumps(results, indent=2))

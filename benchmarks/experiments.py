@@ -531,6 +531,14 @@ def run_decode(rounds, only=None):
     )
     hub_fn(source).numpy()
     functions["keras_hub_cached"] = lambda: hub_fn(source).numpy()
+    floor_model = ks.build_ours()
+    for kind, rows in (
+        ("greedy", DECODE["batch_size"]),
+        ("beam", DECODE["beam_size"] * DECODE["batch_size"]),
+    ):
+        floor = ks.matmul_floor(floor_model, rows, new_tokens)
+        floor()
+        functions[f"floor_{kind}"] = floor
 
     times = interleave(functions, rounds)
     result = {}
@@ -567,6 +575,28 @@ def run_decode(rounds, only=None):
     result["keras_hub_cached_ms_per_step"] = (
         1000 * statistics.median(times["keras_hub_cached"]) / new_tokens
     )
+    # The matmul floor (`_keras_systems.matmul_floor`): the ratios if a step
+    # cost only its weight matmuls.
+    for kind in ("greedy", "beam"):
+        result[f"floor_{kind}_ms_per_step"] = (
+            1000 * statistics.median(times[f"floor_{kind}"]) / new_tokens
+        )
+    result["ratios"]["keras-hub cached vs greedy floor (best greedy speed-up)"] = (
+        statistics.median(
+            h / f for h, f in zip(times["keras_hub_cached"], times["floor_greedy"])
+        )
+    )
+    result["ratios"]["beam floor vs greedy floor per sentence (cost ratio)"] = (
+        statistics.median(
+            b / g for b, g in zip(times["floor_beam"], times["floor_greedy"])
+        )
+    )
+    for kind in ("greedy", "beam"):
+        result["ratios"][f"{kind} baseline vs its floor (step / matmuls)"] = (
+            statistics.median(
+                o / f for o, f in zip(times[f"{kind}/baseline"], times[f"floor_{kind}"])
+            )
+        )
     return result
 
 

@@ -308,29 +308,27 @@ def compute_bounds(results):
     """What the decoding targets would be at the matmul floor: the ratios if
     a step cost only its weight matmuls (the `floor: ...` rows), with the
     peer as measured. Informational, no target."""
-    decode = results["decode"]
-    floor16 = find(decode, "floor: ours' step matmuls only, 16 rows (XLA)")
-    floor64 = find(decode, "floor: ours' step matmuls only, 64 rows (XLA)")
-    hub = find(decode, "keras-hub greedy (caches, XLA)")
-    greedy = find(decode, "ours greedy (cache, XLA)")
-    beam = find(decode, "ours beam 4 (cache, XLA)")
+    rows = {
+        name: find(results["decode"], label)
+        for name, label in (
+            ("floor16", "floor: ours' step matmuls only, 16 rows (XLA)"),
+            ("floor64", "floor: ours' step matmuls only, 64 rows (XLA)"),
+            ("hub", "keras-hub greedy (caches, XLA)"),
+            ("greedy", "ours greedy (cache, XLA)"),
+            ("beam", "ours beam 4 (cache, XLA)"),
+        )
+    }
     bounds = {}
-    if floor16 and hub:
-        bounds["greedy_vs_keras_hub_at_the_floor"] = (
-            hub["ms_per_step"] / floor16["ms_per_step"]
-        )
-    if floor16 and floor64:
-        bounds["beam4_vs_greedy_at_the_floor"] = (
-            floor64["ms_per_step"] / floor16["ms_per_step"]
-        )
-    if floor16 and greedy:
-        bounds["ours_greedy_step_vs_its_floor"] = (
-            greedy["ms_per_step"] / floor16["ms_per_step"]
-        )
-    if floor64 and beam:
-        bounds["ours_beam4_step_vs_its_floor"] = (
-            beam["ms_per_step"] / floor64["ms_per_step"]
-        )
+    for name, numerator, denominator in (
+        ("greedy_vs_keras_hub_at_the_floor", "hub", "floor16"),
+        ("beam4_vs_greedy_at_the_floor", "floor64", "floor16"),
+        ("ours_greedy_step_vs_its_floor", "greedy", "floor16"),
+        ("ours_beam4_step_vs_its_floor", "beam", "floor64"),
+    ):
+        if rows[numerator] and rows[denominator]:
+            bounds[name] = (
+                rows[numerator]["ms_per_step"] / rows[denominator]["ms_per_step"]
+            )
     return bounds
 
 

@@ -110,15 +110,16 @@ def plan(quick, e2e_jit, rounds=1):
     repeated = [t for t in tasks if t[0] in ("train", "decode")]
     tasks += [t for _ in range(rounds - 1) for t in repeated]
 
-    # The decoding ratios again, paired in one process (cancels the load
-    # drift between separate processes; see experiments.py).
-    tasks.append(
-        (
-            "paired",
-            "decoding, paired in one process",
-            {"task": "paired", "rounds": 3 if quick else 9},
-        )
-    )
+    # The issue's ratios again, each measured paired in one process
+    # (interleaved calls cancel the load drift between separate processes;
+    # see experiments.py): decoding always, training and end to end unless
+    # quick.
+    paired = [("decode", 3 if quick else 9)]
+    if not quick:
+        paired += [("train", 4), ("e2e", 3)]
+    for kind, paired_rounds in paired:
+        task = {"task": "paired", "kind": kind, "rounds": paired_rounds}
+        tasks.append(("paired", f"{kind}, paired in one process", task))
 
     batches, epochs = (2, 1) if quick else (16, 4)
 
@@ -162,14 +163,15 @@ def run_task(task, log_path, timeout):
     env.setdefault("PYTHONWARNINGS", "ignore")
     command = [sys.executable, str(HERE / "_worker.py"), json.dumps(task)]
     if task["task"] == "paired":
-        # experiments.py's decoding child: the library's greedy and beam 4,
-        # keras-hub's cached greedy and the matmul floors in one process,
-        # one call each per round, interleaved.
+        # experiments.py's child for this kind, the library as it is (no
+        # variants) against its peer: decode (greedy, beam 4, keras-hub
+        # cached, the matmul floors), train (ours and keras-hub XLA, step by
+        # step) or e2e (one epoch each per round).
         command = [
             sys.executable,
             str(HERE / "experiments.py"),
             "--child",
-            "decode",
+            task["kind"],
             "--variants",
             "baseline",
             "--rounds",
@@ -459,27 +461,53 @@ def report(results):
         print(
             f"  {name:34s} {entry['value']:6.2f}  target {entry['target']:7s} {verdict}"
         )
-    paired = results.get("paired") or {}
-    if paired.get("status") == "ok":
-        rounds = len(paired["greedy"]["baseline"]["times_s"])
-        print(
-            f"\nDecoding ratios paired in one process ({rounds} interleaved "
-            "rounds, median of the per-round ratios):"
-        )
-        for name, value in paired["ratios"].items():
-            print(f"  {name:62s} {value:6.2f}")
-        print(
-            "  ms/step: ours greedy "
-            f"{paired['greedy']['baseline']['ms_per_step']:.2f}, ours beam 4 "
-            f"{paired['beam']['baseline']['ms_per_step']:.2f}, keras-hub cached "
-            f"{paired['keras_hub_cached_ms_per_step']:.2f}, floor 16 rows "
-            f"{paired['floor_greedy_ms_per_step']:.2f}, floor 64 rows "
-            f"{paired['floor_beam_ms_per_step']:.2f}"
-        )
+    report_paired(results.get("paired") or {})
     if results.get("bounds"):
         print("\nAt the matmul floor (a step = its weight matmuls only; no target):")
         for name, value in results["bounds"].items():
             print(f"  {name:34s} {value:6.2f}")
+
+
+def paired_ratio(rows, peer):
+    """ours / peer throughput from experiments.py's paired rows: by medians
+    and as the median of the per-round ratios."""
+    by_medians = rows[peer]["median_s"] / rows["baseline"]["median_s"]
+    return by_medians, 1.0 / rows[peer]["speedup_median"]
+
+
+def report_paired(paired):
+    """Prints the ratios measured paired in one process (section `paired`)."""
+    decode = paired.get("decode") or {}
+    if decode.get("status") == "ok":
+        rounds = len(decode["greedy"]["baseline"]["times_s"])
+        print(
+            f"\nDecoding ratios paired in one process ({rounds} interleaved "
+            "rounds, median of the per-round ratios):"
+        )
+        for name, value in decode["ratios"].items():
+            print(f"  {name:62s} {value:6.2f}")
+        print(
+            "  ms/step: ours greedy "
+            f"{decode['greedy']['baseline']['ms_per_step']:.2f}, ours beam 4 "
+            f"{decode['beam']['baseline']['ms_per_step']:.2f}, keras-hub cached "
+            f"{decode['keras_hub_cached_ms_per_step']:.2f}, floor 16 rows "
+            f"{decode['floor_greedy_ms_per_step']:.2f}, floor 64 rows "
+            f"{decode['floor_beam_ms_per_step']:.2f}"
+        )
+    for kind, key, peer, what in (
+        ("train", "train", "keras_hub_xla", "training, ours XLA / keras-hub XLA"),
+        ("e2e", "e2e", "keras_hub_padded", "end to end, ours buckets / keras-hub"),
+    ):
+        result = paired.get(kind) or {}
+        if result.get("status") != "ok":
+            continue
+        rows = result[key]
+        by_medians, per_round = paired_ratio(rows, peer)
+        rounds = len(rows["baseline"]["times_s"])
+        print(
+            f"\nPaired in one process ({rounds} interleaved rounds): {what} "
+            f"{by_medians:.2f} by medians, {per_round:.2f} per round"
+        )
 
 
 def main(argv=None):
@@ -533,7 +561,7 @@ def main(argv=None):
         "flop_formula": FLOP_FORMULA,
         "parameters": parameter_counts(),
         "peak": None,
-        "paired": None,
+        "paired": {},
         "train": [],
         "decode": [],
         "e2e": [],
@@ -559,7 +587,7 @@ def main(argv=None):
         if section == "peak":
             results["peak"] = result if result.get("status") == "ok" else None
         elif section == "paired":
-            results["paired"] = result
+            results["paired"][task["kind"]] = result
         else:
             keep_best(results[section], result)
     results["machine"]["loadavg_end"] = os.getloadavg()

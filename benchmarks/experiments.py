@@ -604,13 +604,17 @@ def _selected(variant, only):
     return variant == "baseline" or only is None or variant in only
 
 
-def run_train(rounds):
+def run_train(rounds, only=None):
+    """Training variants and keras-hub's XLA step, interleaved step by step.
+
+    `only`: variant names to run (the baseline always runs).
+    """
     import _keras_systems as ks
 
     batch = training_batch()
     x, y = ks.keras_inputs(batch)
     functions = {}
-    for variant in TRAIN_VARIANTS:
+    for variant in [v for v in TRAIN_VARIANTS if _selected(v, only)]:
         dropout = 0.0 if variant == "no_dropout" else 0.1
         with patched(variant):  # the first step traces the patched layers
             model = ks.build_ours(dropout=dropout)
@@ -682,19 +686,19 @@ def main(argv=None):
     parser.add_argument(
         "--variants",
         default=None,
-        help="comma-separated decoding variants to run (default: all; "
-        "the baselines always run)",
+        help="comma-separated decoding/training variants to run (default: "
+        "all; the baselines always run)",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind = args.child
+        only = set(args.variants.split(",")) if args.variants else None
         if kind == "train":
-            emit({"train": run_train(args.rounds * 2)})
+            emit({"train": run_train(args.rounds * 2, only)})
         elif kind == "e2e":
             emit(run_e2e(args.rounds))
         else:
-            only = set(args.variants.split(",")) if args.variants else None
             emit(run_decode(args.rounds, only))
         return 0
 

@@ -110,17 +110,6 @@ def plan(quick, e2e_jit, rounds=1):
     repeated = [t for t in tasks if t[0] in ("train", "decode")]
     tasks += [t for _ in range(rounds - 1) for t in repeated]
 
-    # The ratios again, each measured paired in one process
-    # (interleaved calls cancel the load drift between separate processes;
-    # see experiments.py): decoding always, training and end to end unless
-    # quick.
-    paired = [("decode", 3 if quick else 9)]
-    if not quick:
-        paired += [("train", 4), ("e2e", 3)]
-    for kind, paired_rounds in paired:
-        task = {"task": "paired", "kind": kind, "rounds": paired_rounds}
-        tasks.append(("paired", f"{kind}, paired in one process", task))
-
     batches, epochs = (2, 1) if quick else (16, 4)
 
     def e2e(label, system, jit=e2e_jit, **extra):
@@ -154,6 +143,17 @@ def plan(quick, e2e_jit, rounds=1):
         e2e("ours (stand-in: padded tf.data)", "ours_padded")
         e2e("keras-hub (padded tf.data, fit)", "keras_hub")
         e2e("torch (DataLoader, pad collate)", "torch")
+
+    # The ratios again, each measured paired in one process
+    # (interleaved calls cancel the load drift between separate processes;
+    # see experiments.py): decoding always, training and end to end unless
+    # quick.
+    paired = [("decode", 3 if quick else 9)]
+    if not quick:
+        paired += [("train", 4), ("e2e", 3)]
+    for kind, paired_rounds in paired:
+        task = {"task": "paired", "kind": kind, "rounds": paired_rounds}
+        tasks.append(("paired", f"{kind}, paired in one process", task))
     return tasks
 
 

@@ -468,13 +468,6 @@ def report(results):
             print(f"  {name:34s} {value:6.2f}")
 
 
-def paired_ratio(rows, peer):
-    """ours / peer throughput from experiments.py's paired rows: by medians
-    and as the median of the per-round ratios."""
-    by_medians = rows[peer]["median_s"] / rows["baseline"]["median_s"]
-    return by_medians, 1.0 / rows[peer]["speedup_median"]
-
-
 def report_paired(paired):
     """Prints the ratios measured paired in one process (section `paired`)."""
     decode = paired.get("decode") or {}
@@ -494,15 +487,18 @@ def report_paired(paired):
             f"{decode['floor_greedy_ms_per_step']:.2f}, floor 64 rows "
             f"{decode['floor_beam_ms_per_step']:.2f}"
         )
-    for kind, key, peer, what in (
-        ("train", "train", "keras_hub_xla", "training, ours XLA / keras-hub XLA"),
-        ("e2e", "e2e", "keras_hub_padded", "end to end, ours buckets / keras-hub"),
+    # ours / peer throughput, by medians and per round (experiments.py's
+    # `speedup_median` is the median per-round baseline / peer time ratio).
+    for kind, peer, what in (
+        ("train", "keras_hub_xla", "training, ours XLA / keras-hub XLA"),
+        ("e2e", "keras_hub_padded", "end to end, ours buckets / keras-hub"),
     ):
         result = paired.get(kind) or {}
         if result.get("status") != "ok":
             continue
-        rows = result[key]
-        by_medians, per_round = paired_ratio(rows, peer)
+        rows = result[kind]
+        by_medians = rows[peer]["median_s"] / rows["baseline"]["median_s"]
+        per_round = 1.0 / rows[peer]["speedup_median"]
         rounds = len(rows["baseline"]["times_s"])
         print(
             f"\nPaired in one process ({rounds} interleaved rounds): {what} "

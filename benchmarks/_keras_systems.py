@@ -256,22 +256,26 @@ def keras_hub_greedy_recompute(model, source, new_tokens, config=CONFIG):
 
 
 def decoder_step_kernels(model):
-    """Our model's weight matrices that one decoding step multiplies by,
-    in order: per block the fused self-attention Q/K/V `(d, 3d)`, its output
+    """Our model's weight matrices that one decoding step multiplies by:
+    per block a tuple of the fused self-attention Q/K/V `(d, 3d)`, its output
     `(d, d)`, the cross-attention query and output `(d, d)`, the FFN `(d,
     d_ff)` and `(d_ff, d)`; then the tied output projection `(d, V)`. (The
     cross-attention keys/values are projected once, before the loop.)"""
-    kernels = []
-    for block in model.decoder.blocks:
-        kernels += [
-            block.self_attention.query_key_value_dense.kernel,
-            block.self_attention.output_dense.kernel,
-            block.cross_attention.query_dense.kernel,
-            block.cross_attention.output_dense.kernel,
-            block.feed_forward.inner_dense.kernel,
-            block.feed_forward.output_dense.kernel,
-        ]
-    return kernels, model.target_embedding.output_projection()
+    blocks = [
+        tuple(
+            tf.convert_to_tensor(dense.kernel)
+            for dense in (
+                block.self_attention.query_key_value_dense,
+                block.self_attention.output_dense,
+                block.cross_attention.query_dense,
+                block.cross_attention.output_dense,
+                block.feed_forward.inner_dense,
+                block.feed_forward.output_dense,
+            )
+        )
+        for block in model.decoder.blocks
+    ]
+    return blocks, tf.convert_to_tensor(model.target_embedding.output_projection())
 
 
 def matmul_floor(model, rows, new_tokens):
@@ -283,13 +287,11 @@ def matmul_floor(model, rows, new_tokens):
     values normal): what a step costs if everything but its weight matmuls
     were free. Returns a function of no arguments that runs it.
     """
-    kernels, projection = decoder_step_kernels(model)
-    kernels = [tf.convert_to_tensor(k) for k in kernels]
-    projection = tf.convert_to_tensor(projection)
+    blocks, projection = decoder_step_kernels(model)
     d = model.d_model
 
     def step(x):  # (rows, d)
-        for qkv, out, query, cross_out, inner, outer in zip(*[iter(kernels)] * 6):
+        for qkv, out, query, cross_out, inner, outer in blocks:
             x = x + tf.matmul(tf.matmul(x, qkv)[:, :d], out)
             x = x + tf.matmul(tf.matmul(x, query), cross_out)
             x = x + tf.matmul(tf.nn.relu(tf.matmul(x, inner)), outer)

@@ -557,47 +557,40 @@ def run_decode(rounds, only=None):
             )
             row["ms_per_step"] = 1000 * row["median_s"] / new_tokens
     # Paired ratios behind the issue's decoding targets.
-    result["ratios"] = {}
+    ratios = result["ratios"] = {}
     for variant in greedy_variants:
-        result["ratios"][f"greedy {variant} vs keras-hub cached (speed-up)"] = (
-            statistics.median(
-                h / o
-                for h, o in zip(times["keras_hub_cached"], times[f"greedy/{variant}"])
-            )
+        ratios[f"greedy {variant} vs keras-hub cached (speed-up)"] = _round_ratio(
+            times, "keras_hub_cached", f"greedy/{variant}"
         )
     for variant in beam_variants:
         greedy = variant if variant in greedy_variants else "baseline"
-        result["ratios"][
-            f"beam {variant} vs greedy {greedy} per sentence (cost ratio)"
-        ] = statistics.median(
-            b / g for b, g in zip(times[f"beam/{variant}"], times[f"greedy/{greedy}"])
+        ratios[f"beam {variant} vs greedy {greedy} per sentence (cost ratio)"] = (
+            _round_ratio(times, f"beam/{variant}", f"greedy/{greedy}")
         )
-    result["keras_hub_cached_ms_per_step"] = (
-        1000 * statistics.median(times["keras_hub_cached"]) / new_tokens
-    )
     # The matmul floor (`_keras_systems.matmul_floor`): the ratios if a step
     # cost only its weight matmuls.
-    for kind in ("greedy", "beam"):
-        result[f"floor_{kind}_ms_per_step"] = (
-            1000 * statistics.median(times[f"floor_{kind}"]) / new_tokens
-        )
-    result["ratios"]["keras-hub cached vs greedy floor (best greedy speed-up)"] = (
-        statistics.median(
-            h / f for h, f in zip(times["keras_hub_cached"], times["floor_greedy"])
-        )
+    ratios["keras-hub cached vs greedy floor (best greedy speed-up)"] = _round_ratio(
+        times, "keras_hub_cached", "floor_greedy"
     )
-    result["ratios"]["beam floor vs greedy floor per sentence (cost ratio)"] = (
-        statistics.median(
-            b / g for b, g in zip(times["floor_beam"], times["floor_greedy"])
-        )
+    ratios["beam floor vs greedy floor per sentence (cost ratio)"] = _round_ratio(
+        times, "floor_beam", "floor_greedy"
     )
     for kind in ("greedy", "beam"):
-        result["ratios"][f"{kind} baseline vs its floor (step / matmuls)"] = (
-            statistics.median(
-                o / f for o, f in zip(times[f"{kind}/baseline"], times[f"floor_{kind}"])
-            )
+        ratios[f"{kind} baseline vs its floor (step / matmuls)"] = _round_ratio(
+            times, f"{kind}/baseline", f"floor_{kind}"
+        )
+    for name in ("keras_hub_cached", "floor_greedy", "floor_beam"):
+        result[f"{name}_ms_per_step"] = (
+            1000 * statistics.median(times[name]) / new_tokens
         )
     return result
+
+
+def _round_ratio(times, numerator, denominator):
+    """Median over rounds of `times[numerator][i] / times[denominator][i]`."""
+    return statistics.median(
+        n / d for n, d in zip(times[numerator], times[denominator])
+    )
 
 
 def _selected(variant, only):

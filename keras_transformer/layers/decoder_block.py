@@ -38,8 +38,10 @@ class DecoderBlock(TransformerBlockBase):
         decoder_sequence: `(batch_size, target_length, d_model)`.
         encoder_sequence: optional `(batch_size, source_length, d_model)`.
         decoder_padding_mask: optional bool `(batch_size, target_length)`.
-            Defaults to the decoder sequence's Keras mask. Ignored with a
-            cache (the cache's empty slots are masked instead).
+            Defaults to the decoder sequence's Keras mask. Padded positions
+            are masked out as keys, and the feed-forward network skips them
+            (its output there is zero; see `PositionwiseFeedForward`).
+            Ignored with a cache (the cache's empty slots are masked instead).
         encoder_padding_mask: optional bool `(batch_size, source_length)`.
             Defaults to the encoder sequence's Keras mask.
         self_attention_cache: optional cache dict, see above.
@@ -184,7 +186,7 @@ class DecoderBlock(TransformerBlockBase):
 
         # Feed-forward sub-layer.
         y = self._pre_norm(x, self.feed_forward_layer_norm)
-        y = self.feed_forward(y, training=training)
+        y = self.feed_forward(y, padding_mask=decoder_padding_mask, training=training)
         x = self._add_and_norm(
             x, y, self.feed_forward_layer_norm, self.feed_forward_dropout, training
         )

@@ -37,7 +37,10 @@ class EncoderBlock(TransformerBlockBase):
     Call arguments:
         inputs: `(batch_size, sequence_length, d_model)`.
         padding_mask: optional bool `(batch_size, sequence_length)`, `True`
-            for real tokens. Defaults to the inputs' Keras mask.
+            for real tokens. Defaults to the inputs' Keras mask. Padded
+            positions are masked out as keys, and the feed-forward network
+            skips them (its output there is zero; see
+            `PositionwiseFeedForward`).
         attention_mask: optional bool
             `(batch_size, sequence_length, sequence_length)`.
         return_attention_scores: bool, also return the attention weights.
@@ -105,7 +108,7 @@ class EncoderBlock(TransformerBlockBase):
 
         # Feed-forward sub-layer.
         y = self._pre_norm(x, self.feed_forward_layer_norm)
-        y = self.feed_forward(y, training=training)
+        y = self.feed_forward(y, padding_mask=padding_mask, training=training)
         x = self._add_and_norm(
             x, y, self.feed_forward_layer_norm, self.feed_forward_dropout, training
         )

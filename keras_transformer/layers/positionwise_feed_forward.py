@@ -3,6 +3,7 @@
 import keras
 
 from keras_transformer.layers.dropout import Dropout
+from keras_transformer.layers.utils import apply_to_real_positions
 from keras_transformer.layers.utils import check_positive_int
 from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
@@ -25,6 +26,11 @@ class PositionwiseFeedForward(keras.layers.Layer):
 
     Call arguments:
         inputs: `(batch_size, sequence_length, d_model)`.
+        padding_mask: optional bool `(batch_size, sequence_length)`, `True`
+            for real tokens. Padded positions are then not computed where the
+            shapes allow (a third of the work in a batch padded to its
+            longest sentence) and their outputs are zero on every code path;
+            see `layers.utils.apply_to_real_positions`.
         training: bool, whether dropout is active.
 
     Returns:
@@ -87,10 +93,16 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.output_dense.build(tuple(inputs_shape[:-1]) + (self.d_ff,))
         self.built = True
 
-    def call(self, inputs, training=None):
-        x = self.inner_dense(inputs)  # (B, T, d_ff), ReLU applied
-        x = self.dropout_layer(x, training=training)
-        return self.output_dense(x)  # (B, T, d_model)
+    def call(self, inputs, padding_mask=None, training=None):
+        def feed_forward(x):  # (..., d_model), each position on its own
+            x = self.inner_dense(x)  # (..., d_ff), ReLU applied
+            x = self.dropout_layer(x, training=training)
+            return self.output_dense(x)  # (..., output_dim)
+
+        if padding_mask is None:
+            return feed_forward(inputs)  # (B, T, output_dim)
+        output_dim = self.output_dim or inputs.shape[-1]
+        return apply_to_real_positions(feed_forward, inputs, padding_mask, output_dim)
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape[:-1]) + (self.output_dim or inputs_shape[-1],)

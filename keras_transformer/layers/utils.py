@@ -113,3 +113,97 @@ def dynamic_update(tensor, update, index, axis, in_place=None):
         inside, [-1 if i == axis else 1 for i in range(len(tensor.shape))]
     )
     return ops.where(inside, gathered, tensor)
+
+
+def apply_to_real_positions(function, inputs, padding_mask, output_dim):
+    """`where(padding_mask, function(inputs), 0)`, computing only real rows.
+
+    For a position-wise `function` (each `(d_in,)` row maps to a
+    `(output_dim,)` row on its own, as in the feed-forward network), the
+    rows at padded positions are wasted work: in a batch of sentences padded
+    to the longest, about a third of the rows. Here they are not computed
+    where the shapes allow, and are zero in the result on every path:
+
+    - TensorFlow, not compiled with XLA (eagerly, in graphs, in a SavedModel):
+      only the `n_real` real rows are gathered, passed through `function` and
+      scattered back (a dynamic shape).
+    - Under XLA (and other backends), shapes must be static: the rows are
+      reordered real-first (a stable partition) and cut into up to 8 chunks
+      of at least `_MIN_CHUNK_ROWS` rows; a chunk with no real row is a
+      branch of an `ops.cond` that is not taken. The padded rows of the last
+      real chunk are computed and then zeroed.
+    - With at most `_MIN_CHUNK_ROWS` rows, or a row count only known at run
+      time under XLA, every row is computed and the padded ones zeroed.
+
+    Real rows are computed by the same `function` on every path, so their
+    values match the plain `function(inputs)` (up to the matmul's blocking,
+    ~1e-7 relative in float32).
+
+    Args:
+        function: maps `(n, d_in)` to `(n, output_dim)` row by row; it may
+            hold dropout (each call draws new masks).
+        inputs: `(..., d_in)`.
+        padding_mask: bool, `inputs`' shape without the last axis; `True` for
+            real positions.
+        output_dim: int, the last dimension of `function`'s output.
+
+    Returns:
+        `(..., output_dim)`, zero where `padding_mask` is `False`.
+    """
+    out_shape = tuple(ops.shape(inputs)[:-1]) + (output_dim,)
+    rows = ops.reshape(inputs, (-1, inputs.shape[-1]))  # (N, d_in)
+    real = ops.reshape(ops.cast(padding_mask, "bool"), (-1,))  # (N,)
+    num_rows = rows.shape[0]
+    small = num_rows is not None and num_rows <= _MIN_CHUNK_ROWS
+    if not small and keras.backend.backend() == "tensorflow" and not in_xla_context():
+        index = ops.cast(ops.nonzero(real)[0], "int32")  # (n_real,)
+        outputs = function(ops.take(rows, index, axis=0))  # (n_real, output_dim)
+        outputs = ops.scatter(index[:, None], outputs, (ops.shape(rows)[0], output_dim))
+        return ops.reshape(outputs, out_shape)
+    if small or num_rows is None:
+        outputs = ops.where(real[:, None], function(rows), 0)
+        return ops.reshape(outputs, out_shape)
+    outputs = _real_rows_in_chunks(function, rows, real)  # (N, output_dim)
+    return ops.reshape(outputs, out_shape)
+
+
+def _real_rows_in_chunks(function, rows, real):
+    """`apply_to_real_positions` with static shapes: (N, d_in) -> (N, d_out).
+
+    The rows are reordered real-first and cut into chunks; the first chunk is
+    always computed (it sets the output dtype), a later one only when it
+    holds a real row.
+    """
+    num_rows = rows.shape[0]
+    chunk = max(_MIN_CHUNK_ROWS, -(-num_rows // _MAX_CHUNKS))
+    num_chunks = -(-num_rows // chunk)
+    real_int = ops.cast(real, "int32")
+    num_real = ops.sum(real_int)
+    # Stable partition: real row i goes to slot (real rows before it), padded
+    # row i after all real rows; `destination` is a permutation of 0..N-1.
+    destination = ops.where(
+        real, ops.cumsum(real_int) - 1, num_real + ops.cumsum(1 - real_int) - 1
+    )
+    order = ops.argsort(destination)  # (N,), the row that goes to each slot
+    ordered = ops.take(rows, order, axis=0)  # (N, d_in), real rows first
+    ordered = ops.pad(ordered, [(0, num_chunks * chunk - num_rows), (0, 0)])
+    first = function(ordered[:chunk])  # (chunk, d_out)
+    pieces = [first]
+    for start in range(chunk, num_chunks * chunk, chunk):
+        piece = ordered[start : start + chunk]  # (chunk, d_in)
+        pieces.append(
+            ops.cond(
+                start < num_real,
+                lambda piece=piece: function(piece),
+                lambda: ops.zeros_like(first),
+            )
+        )
+    outputs = ops.concatenate(pieces, axis=0)[:num_rows]  # (N, d_out)
+    outputs = ops.take(outputs, destination, axis=0)  # the input order again
+    return ops.where(real[:, None], outputs, 0)
+
+
+# A chunk of `apply_to_real_positions` under XLA: at least this many rows
+# (smaller matmuls lose efficiency), and at most this many chunks per call.
+_MIN_CHUNK_ROWS = 512
+_MAX_CHUNKS = 8

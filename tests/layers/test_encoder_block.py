@@ -20,7 +20,8 @@ def test_sublayer_wiring(normalize_first):
     ln1 = lambda v: _layer_norm(v, *block.self_attention_layer_norm.get_weights())
     ln2 = lambda v: _layer_norm(v, *block.feed_forward_layer_norm.get_weights())
     attend = lambda v: np.asarray(block.self_attention(v, value_mask=padding))
-    ffn = lambda v: np.asarray(block.feed_forward(v))
+    # The feed-forward output is zero at padded positions (they are not computed).
+    ffn = lambda v: np.where(padding[..., None], block.feed_forward(v), 0)
     if normalize_first:  # x + Sublayer(LayerNorm(x))
         h = x + attend(ln1(x))
         expected = h + ffn(ln2(h))

@@ -150,6 +150,15 @@ def apply_to_real_positions(function, inputs, padding_mask, output_dim):
     Returns:
         `(..., output_dim)`, zero where `padding_mask` is `False`.
     """
+    mask_shape, rows_shape = tuple(padding_mask.shape), tuple(inputs.shape[:-1])
+    if len(mask_shape) != len(rows_shape) or any(
+        m is not None and r is not None and m != r
+        for m, r in zip(mask_shape, rows_shape, strict=False)
+    ):
+        raise ValueError(
+            "`padding_mask` must have the inputs' shape without the last axis, "
+            f"{rows_shape}. Received: padding_mask.shape={mask_shape}"
+        )
     out_shape = tuple(ops.shape(inputs)[:-1]) + (output_dim,)
     rows = ops.reshape(inputs, (-1, inputs.shape[-1]))  # (N, d_in)
     real = ops.reshape(ops.cast(padding_mask, "bool"), (-1,))  # (N,)

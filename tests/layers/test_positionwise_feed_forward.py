@@ -31,6 +31,12 @@ def test_padding_mask_keeps_real_positions_and_zeroes_padded_ones(jit_compile):
     assert np.all(actual[~mask] == 0)
 
 
+def test_padding_mask_of_another_shape_is_rejected():
+    layer = PositionwiseFeedForward(d_ff=8)
+    with pytest.raises(ValueError, match=r"padding_mask.shape=\(2, 4\)"):
+        layer(np.ones((2, 5, 4), "float32"), padding_mask=np.ones((2, 4), bool))
+
+
 def test_invalid_d_ff():
     with pytest.raises(ValueError, match="d_ff"):
         PositionwiseFeedForward(d_ff=-1)

@@ -32,15 +32,15 @@ from keras_transformer.training import get_strategy  # noqa: E402
 VOCAB, LENGTH, BATCH = 11, 6, 8
 
 
-def data():
+def data(length=LENGTH, batch=BATCH):
     rng = np.random.default_rng(0)
-    x = rng.integers(1, VOCAB, size=(4 * BATCH, LENGTH))
-    y = rng.integers(1, VOCAB, size=(4 * BATCH, LENGTH))
+    x = rng.integers(1, VOCAB, size=(4 * batch, length))
+    y = rng.integers(1, VOCAB, size=(4 * batch, length))
     # Very uneven padding inside every global batch: the first half of each
     # batch keeps 1 token per row, the second half all 6, so the two replicas
     # hold 4 and 24 tokens.
-    for start in range(0, len(y), BATCH):
-        y[start : start + BATCH // 2, 1:] = 0
+    for start in range(0, len(y), batch):
+        y[start : start + batch // 2, 1:] = 0
     return x, y
 
 
@@ -75,14 +75,22 @@ def build_transformer(initial=None):
     return model
 
 
-def transformer_data():
-    x, y = data()
+def transformer_data(length=LENGTH, batch=BATCH):
+    x, y = data(length, batch)
     target_in = np.concatenate([np.full((len(y), 1), 2), y[:, :-1]], axis=1)
     as_ids = lambda a: np.asarray(a, "int32")
     return {"source": as_ids(x), "target": as_ids(target_in)}, as_ids(y)
 
 
-def run(strategy, loss, initial, builder=build, make_data=data, optimizer=None):
+def run(
+    strategy,
+    loss,
+    initial,
+    builder=build,
+    make_data=data,
+    optimizer=None,
+    batch_size=BATCH,
+):
     x, y = make_data()
     with strategy.scope():
         model = builder(initial)
@@ -98,10 +106,12 @@ def run(strategy, loss, initial, builder=build, make_data=data, optimizer=None):
         # Plain `fit`: under 2 replicas Keras 3.15 would build the model from
         # the replicas' first batches averaged into float "ids"; the
         # Transformer builds from one replica's batch instead.
-        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
         history = model.fit(batches, epochs=2, verbose=0)
     else:
-        history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+        history = model.fit(
+            x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0
+        )
     return history.history, [np.asarray(w) for w in model.get_weights()]
 
 
@@ -162,6 +172,13 @@ def mirrored():
         optimizer=lambda: keras.optimizers.SGD(0.1),
     )
     result["transformer"] = compare(
+        run(default, ours, initial, **kwargs), run(strategy, ours, initial, **kwargs)
+    )
+    # Longer sentences, 8 x 80 = 640 target rows per replica: the feed-forward
+    # networks compute only the real rows (a gather in graph mode), 8 of 640
+    # on one replica and all 640 on the other.
+    kwargs.update(make_data=lambda: transformer_data(80, 16), batch_size=16)
+    result["transformer_long"] = compare(
         run(default, ours, initial, **kwargs), run(strategy, ours, initial, **kwargs)
     )
     # Last, as it connects the eager context to a (local) TPU cluster.

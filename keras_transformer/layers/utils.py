@@ -168,11 +168,10 @@ def apply_to_real_positions(function, inputs, padding_mask, output_dim):
         index = ops.cast(ops.nonzero(real)[0], "int32")  # (n_real,)
         outputs = function(ops.take(rows, index, axis=0))  # (n_real, output_dim)
         outputs = ops.scatter(index[:, None], outputs, (ops.shape(rows)[0], output_dim))
-        return ops.reshape(outputs, out_shape)
-    if small or num_rows is None:
-        outputs = ops.where(real[:, None], function(rows), 0)
-        return ops.reshape(outputs, out_shape)
-    outputs = _real_rows_in_chunks(function, rows, real)  # (N, output_dim)
+    elif small or num_rows is None:
+        outputs = ops.where(real[:, None], function(rows), 0)  # (N, output_dim)
+    else:
+        outputs = _real_rows_in_chunks(function, rows, real)  # (N, output_dim)
     return ops.reshape(outputs, out_shape)
 
 

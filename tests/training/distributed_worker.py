@@ -37,8 +37,8 @@ def data(length=LENGTH, batch=BATCH):
     x = rng.integers(1, VOCAB, size=(4 * batch, length))
     y = rng.integers(1, VOCAB, size=(4 * batch, length))
     # Very uneven padding inside every global batch: the first half of each
-    # batch keeps 1 token per row, the second half all 6, so the two replicas
-    # hold 4 and 24 tokens.
+    # batch keeps 1 token per row, the second half all `length`, so with the
+    # defaults the two replicas hold 4 and 24 tokens.
     for start in range(0, len(y), batch):
         y[start : start + batch // 2, 1:] = 0
     return x, y

@@ -253,7 +253,9 @@ def add_batching_flags(parser):
         type=int_list,
         help="Padded lengths of the length buckets, e.g. 16,32,64,128 "
         "(default: the library's 8,12,16,24,32,48,64,96,128,192,...). Fewer "
-        "buckets: fewer batch shapes to compile (TPU, XLA), more padding.",
+        "buckets: fewer batch shapes to compile (TPU, XLA), more padding; "
+        "without XLA, the library's FINE_BOUNDARIES (8,10,12,14,16,20,...) "
+        "halve the padding.",
     )
 
 

@@ -29,6 +29,7 @@ from keras_transformer.data.demo import demo_pair
 from keras_transformer.data.demo import demo_pairs
 from keras_transformer.data.errors import DataError
 from keras_transformer.data.pipeline import DEFAULT_BOUNDARIES
+from keras_transformer.data.pipeline import FINE_BOUNDARIES
 from keras_transformer.data.pipeline import bucket_lengths
 from keras_transformer.data.pipeline import bucket_shapes
 from keras_transformer.data.pipeline import make_dataset
@@ -44,6 +45,7 @@ from keras_transformer.data.tfds_source import load_tfds
 __all__ = [
     "DEFAULT_BOUNDARIES",
     "DEFAULT_MAX_NUMBER",
+    "FINE_BOUNDARIES",
     "SPEC_FORMS",
     "DataError",
     "DatasetCorpus",

@@ -6,8 +6,22 @@ lengths uniform in [20, 64]. Peers pad each batch to its longest sequence
 a padding `collate_fn`). Throughput is real (non-pad) target tokens per
 second of wall time per epoch; epoch 1 includes tracing and, with XLA, one
 compilation per new batch shape; the steady state is the throughput of
-epochs 2 to N together (one epoch of 16 batches lasts 12-20 s here, and a
+epochs 2 to N together (one epoch of 16 batches lasts 9-20 s here, and a
 single late retrace or a load spike moved a one-epoch number by 40%).
+
+Two modes (`task["stream"]`, default `True`):
+
+- stream: the Keras systems train as a long run does (and as our trainer
+  does with `steps_per_epoch`): one endless, shuffled stream of the corpus
+  (repeated before batching), `fit(steps_per_epoch=batches)`, so every
+  batch is full; real tokens are counted as batches are produced (Keras
+  reads one batch ahead, so an epoch's count covers as many batches, shifted
+  by one). torch's `DataLoader` with `drop_last=True` has full batches
+  anyway and runs its epochs as passes.
+- one pass (`stream=False`, `compare.py --e2e-one-pass`): one pass over the
+  corpus per epoch, every pair trained on. On 512 pairs our buckets (16
+  `(S, T)` pairs of bucket lengths here) make 24 batches, 20 of them partial
+  (3 to 31 sentences), which no real corpus of millions of pairs has.
 """
 
 import time
@@ -48,7 +62,8 @@ def _result(pairs, epoch_times, batch_size, extra=None, epoch_tokens=None):
 # Keras peers: tf.data, pad to the batch max, model.fit.
 
 
-def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG):
+def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG, repeat=False):
+    """The peers' `tf.data` pipeline: shuffle, (repeat,) pad to the batch max."""
     import tensorflow as tf
 
     def ragged(sequences):
@@ -67,20 +82,23 @@ def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG):
     def to_inputs(source, target_in, target_out):
         return {"source": source, "target": target_in}, target_out
 
+    dataset = tf.data.Dataset.from_tensor_slices((source, target)).shuffle(
+        len(pairs), seed=seed, reshuffle_each_iteration=True
+    )
+    if repeat:
+        dataset = dataset.repeat()
     return (
-        tf.data.Dataset.from_tensor_slices((source, target))
-        .shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
-        .map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
         .padded_batch(batch_size, padding_values=config["pad_id"], drop_remainder=True)
         .map(to_inputs)
         .prefetch(tf.data.AUTOTUNE)
     )
 
 
-def _fit_epochs(model, dataset, epochs, counter=None):
-    """Fits `epochs` epochs; returns (seconds, batches, real target tokens)
-    per epoch, the tokens read from `counter` (see `_counting`), or `None`
-    without one."""
+def _fit_epochs(model, dataset, epochs, counter=None, steps=None):
+    """Fits `epochs` epochs (of `steps` batches each on an endless dataset);
+    returns (seconds, batches, real target tokens) per epoch, the tokens
+    read from `counter` (see `_counting`), or `None` without one."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -103,7 +121,9 @@ def _fit_epochs(model, dataset, epochs, counter=None):
                 self.tokens.append(int(counter.numpy()) - self.counted)
 
     timer = EpochTimer()
-    model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
+    model.fit(
+        dataset, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[timer]
+    )
     return timer.times, timer.batches, timer.tokens
 
 
@@ -113,14 +133,17 @@ def run_keras(task, pairs, build):
     ks.set_policy(task.get("dtype", "float32"))
     model = build()
     ks.compile_for_training(model, task["jit"])
-    dataset = tf_padded_dataset(pairs, CONFIG["batch_size"], CONFIG["seed"])
-    times, batches, _ = _fit_epochs(model, dataset, task["epochs"])
-    return _result(
-        pairs,
-        times,
-        CONFIG["batch_size"],
-        {"jit": task["jit"], "batches_per_epoch": batches},
+    stream = task.get("stream", True)
+    dataset = tf_padded_dataset(
+        pairs, CONFIG["batch_size"], CONFIG["seed"], repeat=stream
     )
+    counter, steps = None, None
+    if stream:
+        dataset, counter = _counting(dataset, CONFIG["pad_id"])
+        steps = task["batches"]
+    times, batches, tokens = _fit_epochs(model, dataset, task["epochs"], counter, steps)
+    extra = {"jit": task["jit"], "batches_per_epoch": batches, "stream": stream}
+    return _result(pairs, times, CONFIG["batch_size"], extra, tokens)
 
 
 # ---------------------------------------------------------------------------
@@ -196,6 +219,8 @@ def ours_dataset(
     config=CONFIG,
     batch_tokens=None,
     static_shapes=False,
+    repeat=False,
+    bucket_boundaries=None,
 ):
     """`keras_transformer.data.make_dataset` over the same corpus.
 
@@ -211,8 +236,16 @@ def ours_dataset(
     dropped (`drop_remainder=True`), so at most one shape per boundary
     occurs (4 here) and each compiles once; the dropped pairs differ per
     epoch (shuffling), so real tokens are counted as they are trained on.
+    With `repeat`, one endless stream (repeated before batching, so every
+    batch is full, as in a long run); `bucket_boundaries` as in
+    `make_dataset` (default `DEFAULT_BOUNDARIES`), or `"fine"` for
+    `FINE_BOUNDARIES`.
     """
+    from keras_transformer.data import FINE_BOUNDARIES
     from keras_transformer.data import make_dataset
+
+    if bucket_boundaries == "fine":
+        bucket_boundaries = FINE_BOUNDARIES
 
     text_pairs = [(ids_to_text(s), ids_to_text(t)) for s, t in pairs]
     return make_dataset(
@@ -225,8 +258,10 @@ def ours_dataset(
         max_target_length=config["max_length"],
         shuffle=True,
         seed=seed,
-        drop_remainder=static_shapes,
+        repeat=repeat,
+        drop_remainder=static_shapes or repeat,
         bucket_by="longest" if static_shapes else "pair",
+        bucket_boundaries=bucket_boundaries,
     )
 
 
@@ -245,23 +280,28 @@ def run_ours_data(task, pairs):
     model = ks.build_ours()
     ks.compile_for_training(model, task["jit"])
     static_shapes = task.get("static_shapes", False)
+    stream = task.get("stream", True)
     dataset = ours_dataset(
         pairs,
         CONFIG["batch_size"],
         CONFIG["seed"],
         batch_tokens=task.get("batch_tokens"),
         static_shapes=static_shapes,
+        repeat=stream,
+        bucket_boundaries=task.get("bucket_boundaries"),
     )
-    counter = None
-    if static_shapes:
+    counter, steps = None, task["batches"] if stream else None
+    if static_shapes or stream:
         dataset, counter = _counting(dataset, CONFIG["pad_id"])
-    times, batches, tokens = _fit_epochs(model, dataset, task["epochs"], counter)
+    times, batches, tokens = _fit_epochs(model, dataset, task["epochs"], counter, steps)
     extra = {
         "jit": task["jit"],
         "batches_per_epoch": batches,
         "pipeline": "keras_transformer.data.make_dataset",
         "batch_tokens": task.get("batch_tokens"),
         "static_shapes": static_shapes,
+        "stream": stream,
+        "bucket_boundaries": task.get("bucket_boundaries"),
     }
     return _result(pairs, times, CONFIG["batch_size"], extra, tokens)
 
@@ -269,7 +309,10 @@ def run_ours_data(task, pairs):
 def _counting(dataset, pad_id):
     """`dataset` that adds each batch's real target tokens to a variable as
     it is produced. Read at epoch ends of a finite dataset (its iterator is
-    exhausted there, nothing prefetched beyond), the count is exact."""
+    exhausted there, nothing prefetched beyond), the count is exact; on an
+    endless one `fit` has read one batch ahead (measured: 6, 11, 16 batches
+    produced after epochs of 5 steps), so each epoch counts as many batches
+    as it trained on, shifted by one."""
     import tensorflow as tf
 
     counter = tf.Variable(0, dtype=tf.int64, trainable=False)

@@ -65,10 +65,10 @@ issue's decoding ratios are also measured paired.
 TensorFlow's default Philox under XLA, as `keras.layers.Dropout` does,
 instead of ThreeFry) and keras-hub's model, interleaved step by step.
 
-`e2e` (graph mode, not run by default): one epoch per round of ours on
-`keras_transformer.data` buckets (`baseline`), ours behind the peers'
-padded `tf.data` (`ours_padded`) and keras-hub on it (`keras_hub_padded`):
-the issue's end-to-end ratio, paired.
+`e2e` (graph mode, not run by default): 16 steps per round, from endless
+streams, of ours on `keras_transformer.data` buckets (`baseline`), ours
+behind the peers' padded `tf.data` (`ours_padded`) and keras-hub on it
+(`keras_hub_padded`): the issue's end-to-end ratio, paired.
 """
 
 import argparse
@@ -627,48 +627,89 @@ def run_train(rounds, only=None):
     return result
 
 
-def run_e2e(rounds):
-    """End to end, paired: one epoch of each system per round, interleaved.
+def run_e2e(rounds, batches=16):
+    """End to end, paired: `batches` steps of each system per round, interleaved.
 
     compare.py runs each system's epochs in its own process, minutes apart,
     and this machine's speed drifts by 20-40% over minutes; here our model
     on `keras_transformer.data` buckets, the same model behind the peers'
     pad-to-batch-max `tf.data` (the stand-in) and keras-hub's model on that
     padded pipeline train in one process (graph mode, as in compare.py),
-    one epoch each per round, after one untimed epoch each (tracing).
+    `batches` steps each per round from an endless stream (as compare.py's
+    default stream mode), after one untimed round each (tracing). A round is
+    timed from its first step to its last (`fit`'s teardown excluded) and
+    its time is scaled to the same number of real target tokens (each system's
+    batches hold different tokens), so `median_s` is seconds per
+    `tokens_per_round` real tokens.
     """
     import _keras_systems as ks
     from _common import CONFIG
-    from _pipelines import _real_tokens
+    from _pipelines import _counting
     from _pipelines import corpus
     from _pipelines import ours_dataset
     from _pipelines import tf_padded_dataset
 
-    pairs = corpus(16)
-    batch_size, seed = CONFIG["batch_size"], CONFIG["seed"]
+    pairs = corpus(batches)
+    batch_size, seed, pad = CONFIG["batch_size"], CONFIG["seed"], CONFIG["pad_id"]
     systems = {
-        "baseline": (ks.build_ours, ours_dataset(pairs, batch_size, seed)),
-        "ours_padded": (ks.build_ours, tf_padded_dataset(pairs, batch_size, seed)),
+        "baseline": (
+            ks.build_ours,
+            ours_dataset(pairs, batch_size, seed, repeat=True),
+        ),
+        "ours_padded": (
+            ks.build_ours,
+            tf_padded_dataset(pairs, batch_size, seed, repeat=True),
+        ),
         "keras_hub_padded": (
             ks.build_keras_hub,
-            tf_padded_dataset(pairs, batch_size, seed),
+            tf_padded_dataset(pairs, batch_size, seed, repeat=True),
         ),
     }
-    functions = {}
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        # From the first step to the last: without `fit`'s return, where
+        # TF 2.21 can block 8-10 s deleting the stream's iterator (its
+        # tf.data autotuning thread; see benchmarks/README.md, session 7).
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    functions, tokens = {}, {name: [] for name in systems}
+    times = {name: [] for name in systems}
     for name, (build, dataset) in systems.items():
         model = build()
         ks.compile_for_training(model, False)
-        model.fit(dataset, epochs=1, verbose=0)  # traces
+        dataset, counter = _counting(dataset, pad)
+        model.fit(dataset, epochs=1, steps_per_epoch=batches, verbose=0)  # traces
 
-        def epoch(model=model, dataset=dataset):
-            model.fit(dataset, epochs=1, verbose=0)
+        def steps(model=model, dataset=dataset, counter=counter, name=name):
+            before, timer = int(counter.numpy()), Timer()
+            model.fit(
+                dataset,
+                epochs=1,
+                steps_per_epoch=batches,
+                verbose=0,
+                callbacks=[timer],
+            )
+            tokens[name].append(int(counter.numpy()) - before)
+            times[name].append(timer.seconds)
 
-        functions[name] = epoch
-    result = summarize_pairs(interleave(functions, rounds))
-    tokens = _real_tokens(pairs, batch_size)
-    for row in result.values():
-        row["tokens_per_s"] = tokens / row["median_s"]
-    return {"e2e": result}
+        functions[name] = steps
+    interleave(functions, rounds)
+    per_round = statistics.median(tokens["baseline"])
+    scaled = {
+        name: [t * per_round / n for t, n in zip(times[name], tokens[name])]
+        for name in times
+    }
+    result = summarize_pairs(scaled)
+    for name, row in result.items():
+        row["tokens_per_s"] = per_round / row["median_s"]
+        row["tokens"] = tokens[name]
+        row["raw_times_s"] = times[name]
+    return {"e2e": result, "tokens_per_round": per_round}
 
 
 def main(argv=None):

@@ -137,10 +137,9 @@ def run_keras(task, pairs, build):
     dataset = tf_padded_dataset(
         pairs, CONFIG["batch_size"], CONFIG["seed"], repeat=stream
     )
-    counter, steps = None, None
+    counter, steps = None, task["batches"] if stream else None
     if stream:
         dataset, counter = _counting(dataset, CONFIG["pad_id"])
-        steps = task["batches"]
     times, batches, tokens = _fit_epochs(model, dataset, task["epochs"], counter, steps)
     extra = {"jit": task["jit"], "batches_per_epoch": batches, "stream": stream}
     return _result(pairs, times, CONFIG["batch_size"], extra, tokens)

@@ -645,6 +645,7 @@ def run_e2e(rounds, batches=16):
     import _keras_systems as ks
     from _common import CONFIG
     from _pipelines import _counting
+    from _pipelines import _fit_epochs
     from _pipelines import corpus
     from _pipelines import ours_dataset
     from _pipelines import tf_padded_dataset
@@ -665,18 +666,6 @@ def run_e2e(rounds, batches=16):
             tf_padded_dataset(pairs, batch_size, seed, repeat=True),
         ),
     }
-    import keras
-
-    class Timer(keras.callbacks.Callback):
-        # From the first step to the last: without `fit`'s return, where
-        # TF 2.21 can block 8-10 s deleting the stream's iterator (its
-        # tf.data autotuning thread; see benchmarks/README.md, session 7).
-        def on_train_begin(self, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_end(self, logs=None):
-            self.seconds = time.perf_counter() - self.start
-
     functions, tokens = {}, {name: [] for name in systems}
     times = {name: [] for name in systems}
     for name, (build, dataset) in systems.items():
@@ -686,16 +675,12 @@ def run_e2e(rounds, batches=16):
         model.fit(dataset, epochs=1, steps_per_epoch=batches, verbose=0)  # traces
 
         def steps(model=model, dataset=dataset, counter=counter, name=name):
-            before, timer = int(counter.numpy()), Timer()
-            model.fit(
-                dataset,
-                epochs=1,
-                steps_per_epoch=batches,
-                verbose=0,
-                callbacks=[timer],
-            )
-            tokens[name].append(int(counter.numpy()) - before)
-            times[name].append(timer.seconds)
+            # Timed from epoch begin to end: without `fit`'s return, where
+            # TF 2.21 can block 8-10 s deleting the stream's iterator (its
+            # tf.data autotuning thread; see benchmarks/README.md, session 7).
+            seconds, _, counted = _fit_epochs(model, dataset, 1, counter, batches)
+            times[name].append(seconds[0])
+            tokens[name].append(counted[0])
 
         functions[name] = steps
     interleave(functions, rounds)

@@ -132,7 +132,7 @@ def run_keras(task, pairs, build):
 
     ks.set_policy(task.get("dtype", "float32"))
     model = build()
-    ks.compile_for_training(model, task["jit"])
+    ks.compile_for_training(model, task["jit"], loss=task.get("loss", "keras"))
     stream = task.get("stream", True)
     dataset = tf_padded_dataset(
         pairs, CONFIG["batch_size"], CONFIG["seed"], repeat=stream
@@ -277,7 +277,7 @@ def run_ours_data(task, pairs):
 
     ks.set_policy(task.get("dtype", "float32"))
     model = ks.build_ours()
-    ks.compile_for_training(model, task["jit"])
+    ks.compile_for_training(model, task["jit"], loss=task.get("loss", "keras"))
     static_shapes = task.get("static_shapes", False)
     stream = task.get("stream", True)
     dataset = ours_dataset(
@@ -301,6 +301,7 @@ def run_ours_data(task, pairs):
         "static_shapes": static_shapes,
         "stream": stream,
         "bucket_boundaries": task.get("bucket_boundaries"),
+        "loss": task.get("loss", "keras"),
     }
     return _result(pairs, times, CONFIG["batch_size"], extra, tokens)
 

@@ -120,7 +120,7 @@ def task_train(task):
         model = ks.build_keras_hub()
     else:
         raise ValueError(system)
-    ks.compile_for_training(model, task["jit"])
+    ks.compile_for_training(model, task["jit"], loss=task.get("loss", "keras"))
     x, y = ks.keras_inputs(batch)
     rss_before = peak_rss_mib()
     start = time.perf_counter()

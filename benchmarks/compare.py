@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,7 @@ def plan(quick, e2e_jit, rounds=1, e2e_stream=True):
     sizes = [1024] if quick else [1024, 2048]
     tasks = [("peak", "tf.matmul peak", {"task": "peak", "sizes": sizes})]
 
-    def train(label, system, jit=True, dtype="float32"):
+    def train(label, system, jit=True, dtype="float32", loss="keras"):
         task = {
             "task": "train",
             "system": system,
@@ -70,6 +71,7 @@ def plan(quick, e2e_jit, rounds=1, e2e_stream=True):
             "dtype": dtype,
             "steps": steps,
             "warmup": warmup,
+            "loss": loss,
         }
         tasks.append(("train", label, task))
 
@@ -81,6 +83,9 @@ def plan(quick, e2e_jit, rounds=1, e2e_stream=True):
         train("ours graph fp32", "ours", False)
         train("ours graph bf16", "ours", False, "mixed_bfloat16")
         train("keras-hub graph fp32", "keras_hub", False)
+        # The library's own loss, same objective (see _keras_systems).
+        train("ours XLA fp32, our loss", "ours", True, loss="ours")
+        train("ours graph fp32, our loss", "ours", False, loss="ours")
 
     def decode(label, system, jit=True, n=repeats):
         task = {"task": "decode", "system": system, "jit": jit, "repeats": n}
@@ -128,6 +133,8 @@ def plan(quick, e2e_jit, rounds=1, e2e_stream=True):
 
     e2e("ours (keras_transformer.data buckets)", "ours_data")
     if not quick:
+        # The same with the library's own loss on the same objective.
+        e2e("ours (buckets, our loss)", "ours_data", loss="ours")
         # Token-based batches (the paper's): the same padded-token budget
         # per batch as 32 x 64, more sentences in the short buckets.
         e2e(
@@ -331,6 +338,22 @@ def compute_e2e_variants(results):
     }
 
 
+def compute_train_variants(results):
+    """Each of our training rows / keras-hub's in the same mode (XLA or
+    graph), target tokens/s. Informational: the target is `ours XLA fp32`'s."""
+    variants = {}
+    for mode in ("XLA", "graph"):
+        hub = find(results["train"], f"keras-hub {mode} fp32")
+        if hub is None:
+            continue
+        for row in results["train"]:
+            if row.get("status") == "ok" and row["label"].startswith(f"ours {mode}"):
+                variants[f"{row['label']} / {hub['label']}"] = (
+                    row["tokens_per_s"] / hub["tokens_per_s"]
+                )
+    return variants
+
+
 def compute_bounds(results):
     """What the decoding targets would be at the matmul floor: the ratios if
     a step cost only its weight matmuls (the `floor: ...` rows), with the
@@ -487,6 +510,10 @@ def report(results):
         print(
             f"  {name:34s} {entry['value']:6.2f}  target {entry['target']:7s} {verdict}"
         )
+    if results.get("train_variants"):
+        print("\nTraining, each of our rows / keras-hub's in the same mode:")
+        for name, value in results["train_variants"].items():
+            print(f"  {name:62s} {value:6.2f}")
     if results.get("e2e_variants"):
         print("\nEnd to end, each of our rows / keras-hub (no target but the first):")
         for name, value in results["e2e_variants"].items():
@@ -519,17 +546,25 @@ def report_paired(paired):
         )
     # ours / peer throughput, by medians and per round (experiments.py's
     # `speedup_median` is the median per-round baseline / peer time ratio).
-    for kind, peer, what in (
-        ("train", "keras_hub_xla", "training, ours XLA / keras-hub XLA"),
-        ("e2e", "keras_hub_padded", "end to end, ours buckets / keras-hub"),
+    for kind, ours, peer, what in (
+        ("train", "baseline", "keras_hub_xla", "training, ours XLA / keras-hub XLA"),
+        ("e2e", "baseline", "keras_hub_padded", "end to end, ours buckets / keras-hub"),
+        (
+            "e2e",
+            "ours_loss",
+            "keras_hub_padded",
+            "end to end, ours + our loss / keras-hub",
+        ),
     ):
         result = paired.get(kind) or {}
-        if result.get("status") != "ok":
+        if result.get("status") != "ok" or ours not in result[kind]:
             continue
         rows = result[kind]
-        by_medians = rows[peer]["median_s"] / rows["baseline"]["median_s"]
-        per_round = 1.0 / rows[peer]["speedup_median"]
-        rounds = len(rows["baseline"]["times_s"])
+        by_medians = rows[peer]["median_s"] / rows[ours]["median_s"]
+        per_round = 1.0 / statistics.median(
+            o / p for o, p in zip(rows[ours]["times_s"], rows[peer]["times_s"])
+        )
+        rounds = len(rows[ours]["times_s"])
         print(
             f"\nPaired in one process ({rounds} interleaved rounds): {what} "
             f"{by_medians:.2f} by medians, {per_round:.2f} per round"
@@ -638,6 +673,7 @@ def main(argv=None):
     results["ratios"] = compute_ratios(results)
     results["bounds"] = compute_bounds(results)
     results["e2e_variants"] = compute_e2e_variants(results)
+    results["train_variants"] = compute_train_variants(results)
     report(results)
     print(f"\nTotal {results['total_s']:.0f}s; worker logs in {log_dir}")
     Path(args.output).write_text(json.dumps(results, indent=2))

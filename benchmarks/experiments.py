@@ -1,6 +1,6 @@
 """Measures library optimizations paired, by monkeypatching our layers.
 
-    python benchmarks/experiments.py [--rounds 7] [--only decode,train,e2e]
+    python benchmarks/experiments.py [--rounds 7] [--only decode,train,loss,e2e]
 
 Nothing in `keras_transformer/` is changed. One process per kind builds one
 model per variant (same seeded weights) and traces each variant's function
@@ -65,10 +65,23 @@ issue's decoding ratios are also measured paired.
 TensorFlow's default Philox under XLA, as `keras.layers.Dropout` does,
 instead of ThreeFry) and keras-hub's model, interleaved step by step.
 
+`loss` (not run by default; graph mode and XLA, the fixed batch of
+compare.py): our model compiled as `train_translator` compiles it
+(`LabelSmoothedCrossEntropy(0.1)` + `MaskedAccuracy`), with the loss as is
+(`baseline`: a log-sum-exp and a written-out gradient,
+`training.losses.token_cross_entropy`), as before session 9
+(`log_softmax_loss`: the per-token losses from `log_softmax`, differentiated
+by autodiff) and with Keras's `SparseCategoricalCrossentropy(from_logits=True,
+ignore_class=0)` instead (`keras_loss`: no smoothing; what compare.py trains
+every Keras system with), interleaved step by step.
+
 `e2e` (graph mode, not run by default): 16 steps per round, from endless
-streams, of ours on `keras_transformer.data` buckets (`baseline`), ours
-behind the peers' padded `tf.data` (`ours_padded`) and keras-hub on it
-(`keras_hub_padded`): the issue's end-to-end ratio, paired.
+streams, of ours on `keras_transformer.data` buckets (`baseline`), the same
+trained with the library's own loss on the same objective (`ours_loss`,
+since session 9: `LabelSmoothedCrossEntropy(label_smoothing=0.0)` instead of
+Keras's sparse cross-entropy), ours behind the peers' padded `tf.data`
+(`ours_padded`) and keras-hub on it (`keras_hub_padded`): the issue's
+end-to-end ratio, paired.
 """
 
 import argparse
@@ -102,6 +115,7 @@ BEAM_VARIANTS = (
     "legacy",
 )
 TRAIN_VARIANTS = ("baseline", "no_dropout", "philox_dropout")
+LOSS_VARIANTS = ("baseline", "log_softmax_loss", "keras_loss")
 
 _MODULES = (
     "keras_transformer.layers.utils",
@@ -111,6 +125,7 @@ _MODULES = (
     "keras_transformer.layers.token_embedding",
     "keras_transformer.layers.dropout",
     "keras_transformer.decoding.utils",
+    "keras_transformer.training.losses",
 )
 
 
@@ -119,7 +134,16 @@ def _modules():
     # names, so `import ... as` would bind the functions: use importlib.
     import importlib
 
-    names = ("utils", "mha", "greedy", "beam", "embedding", "dropout", "utils_decoding")
+    names = (
+        "utils",
+        "mha",
+        "greedy",
+        "beam",
+        "embedding",
+        "dropout",
+        "utils_decoding",
+        "losses",
+    )
     return dict(zip(names, map(importlib.import_module, _MODULES)))
 
 
@@ -138,6 +162,24 @@ def patch_philox_dropout():
     import keras
 
     _modules()["dropout"].Dropout.call = keras.layers.Dropout.call
+
+
+def patch_log_softmax_loss():
+    """Per-token losses from `log_softmax`, differentiated by autodiff (the
+    loss before session 9)."""
+    from keras import ops
+
+    losses = _modules()["losses"]
+
+    def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
+        y_true = ops.cast(y_true, "int32")
+        log_probs = losses.token_log_probs(y_pred, from_logits)
+        nll = -losses._take_last(log_probs, y_true)
+        return (1.0 - label_smoothing) * nll - label_smoothing * ops.mean(
+            log_probs, axis=-1
+        )
+
+    losses.token_cross_entropy = token_cross_entropy
 
 
 def _start_state_rows(
@@ -415,6 +457,10 @@ def apply_patch(variant):
             patch_reorder()
         elif name == "philox_dropout":
             patch_philox_dropout()
+        elif name == "log_softmax_loss":
+            patch_log_softmax_loss()
+        elif name == "keras_loss":
+            continue  # a different loss object, not a patch (`run_loss`)
         else:
             raise ValueError(name)
 
@@ -442,6 +488,7 @@ def patched(variant):
         "kv_cache": MHA.compute_key_value_cache,
         "init_cache": MHA.init_cache,
         "dropout_call": modules["dropout"].Dropout.call,
+        "token_cross_entropy": modules["losses"].token_cross_entropy,
     }
     apply_patch(variant)
     try:
@@ -458,6 +505,7 @@ def patched(variant):
         MHA.compute_key_value_cache = saved["kv_cache"]
         MHA.init_cache = saved["init_cache"]
         modules["dropout"].Dropout.call = saved["dropout_call"]
+        modules["losses"].token_cross_entropy = saved["token_cross_entropy"]
 
 
 # ---------------------------------------------------------------------------
@@ -627,6 +675,48 @@ def run_train(rounds, only=None):
     return result
 
 
+def run_loss(rounds, only=None):
+    """The trainer's loss, as is and as before, and Keras's, interleaved step
+    by step; graph mode and XLA in turn. Returns `{"graph": ..., "xla": ...}`.
+    """
+    import _keras_systems as ks
+    import keras
+
+    from keras_transformer.training import LabelSmoothedCrossEntropy
+    from keras_transformer.training import MaskedAccuracy
+
+    batch = training_batch()
+    x, y = ks.keras_inputs(batch)
+    tokens = count_tokens(batch["target_out"])
+    results = {}
+    for mode, jit in (("graph", False), ("xla", True)):
+        functions, losses = {}, {}
+        for variant in [v for v in LOSS_VARIANTS if _selected(v, only)]:
+            loss = LabelSmoothedCrossEntropy(0.1)
+            if variant == "keras_loss":
+                loss = keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True, ignore_class=0
+                )
+            with patched(variant):  # the first step traces the patched loss
+                model = ks.build_ours()
+                model.compile(
+                    optimizer=keras.optimizers.Adam(1e-4),
+                    loss=loss,
+                    metrics=[MaskedAccuracy()],
+                    jit_compile=jit,
+                )
+                losses[variant] = float(model.train_on_batch(x, y)[0])
+                for _ in range(2):
+                    model.train_on_batch(x, y)
+            functions[variant] = lambda model=model: model.train_on_batch(x, y)
+        result = summarize_pairs(interleave(functions, rounds))
+        for variant, row in result.items():
+            row["tokens_per_s"] = tokens / row["median_s"]
+            row["first_loss"] = losses[variant]
+        results[mode] = result
+    return results
+
+
 def run_e2e(rounds, batches=16):
     """End to end, paired: `batches` steps of each system per round, interleaved.
 
@@ -657,6 +747,10 @@ def run_e2e(rounds, batches=16):
             ks.build_ours,
             ours_dataset(pairs, batch_size, seed, repeat=True),
         ),
+        "ours_loss": (
+            ks.build_ours,
+            ours_dataset(pairs, batch_size, seed, repeat=True),
+        ),
         "ours_padded": (
             ks.build_ours,
             tf_padded_dataset(pairs, batch_size, seed, repeat=True),
@@ -670,7 +764,8 @@ def run_e2e(rounds, batches=16):
     times = {name: [] for name in systems}
     for name, (build, dataset) in systems.items():
         model = build()
-        ks.compile_for_training(model, False)
+        loss = "ours" if name == "ours_loss" else "keras"
+        ks.compile_for_training(model, False, loss=loss)
         dataset, counter = _counting(dataset, pad)
         model.fit(dataset, epochs=1, steps_per_epoch=batches, verbose=0)  # traces
 
@@ -715,6 +810,8 @@ def main(argv=None):
         only = set(args.variants.split(",")) if args.variants else None
         if kind == "train":
             emit({"train": run_train(args.rounds * 2, only)})
+        elif kind == "loss":
+            emit(run_loss(args.rounds * 2, only))
         elif kind == "e2e":
             emit(run_e2e(args.rounds))
         else:

@@ -1,7 +1,9 @@
 """Training: loss, metrics, schedule, strategies, checkpoints, callbacks, trainer.
 
 - `LabelSmoothedCrossEntropy`, `label_smoothed_cross_entropy`: pad-aware
-  label-smoothed loss (token mean, float32, global across replicas).
+  label-smoothed loss (token mean, float32, global across replicas);
+  `token_cross_entropy`: its per-token values from a log-sum-exp, with a
+  written-out gradient.
 - `MaskedAccuracy`, `MaskedPerplexity`: pad-aware token metrics.
 - `TransformerSchedule`, `transformer_optimizer`: the paper's learning rate
   and Adam(0.9, 0.98, 1e-9).
@@ -23,6 +25,7 @@ from keras_transformer.training.checkpoints import latest_checkpoints
 from keras_transformer.training.custom_loop import fit_custom_loop
 from keras_transformer.training.losses import LabelSmoothedCrossEntropy
 from keras_transformer.training.losses import label_smoothed_cross_entropy
+from keras_transformer.training.losses import token_cross_entropy
 from keras_transformer.training.metrics import MaskedAccuracy
 from keras_transformer.training.metrics import MaskedPerplexity
 from keras_transformer.training.schedules import TransformerSchedule

@@ -39,6 +39,79 @@ def token_log_probs(y_pred, from_logits=True):
     return ops.log(ops.clip(y_pred, 1e-7, 1.0))
 
 
+def _take_last(x, ids):
+    """`x[..., ids]` per position: `(..., V)`, int `(...)` -> `(...)`."""
+    return ops.squeeze(ops.take_along_axis(x, ids[..., None], axis=-1), -1)
+
+
+def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
+    """Per-token float32 cross-entropy against the (smoothed) target.
+
+    `-sum_v target[v] log p[v]` with `target = (1 - eps) one_hot(y) + eps / V`
+    (the convention of `label_smoothed_cross_entropy`), at every position,
+    padding included (mask it yourself). From logits it is computed as
+    `logsumexp(x) - (1 - eps) x[y] - eps mean(x)`, with the gradient written
+    out as `softmax(x) - target` (a custom gradient that reuses the forward
+    pass's `exp`): no `(..., V)` log-probabilities are formed, and the
+    backward pass is one product and two subtractions over the logits
+    (`benchmarks/README.md`, session 9, has the timings against
+    differentiating `log_softmax` and against Keras's sparse cross-entropy).
+
+    Args:
+        y_true: int `(...)` target ids.
+        y_pred: `(..., V)` logits (or probabilities with `from_logits=False`),
+            any float dtype; computed in float32, and the gradient returned
+            in `y_pred`'s dtype.
+        label_smoothing: float `eps` in [0, 1). Defaults to `0.0`.
+        from_logits: bool. Defaults to `True`.
+
+    Returns:
+        float32 `(...)`: the per-token losses.
+
+    Example:
+
+    >>> import numpy as np
+    >>> losses = token_cross_entropy(np.array([[1, 0]]), np.zeros((1, 2, 4)))
+    >>> [round(float(v), 4) for v in losses[0]]  # log(4) at both positions
+    [1.3863, 1.3863]
+    """
+    _check_label_smoothing(label_smoothing)
+    y_true = ops.cast(y_true, "int32")
+    if not from_logits:
+        log_probs = token_log_probs(y_pred, from_logits=False)
+        losses = -(1.0 - label_smoothing) * _take_last(log_probs, y_true)
+        return losses - label_smoothing * ops.mean(log_probs, axis=-1)
+    logits = ops.cast(y_pred, "float32")
+    vocabulary_size = ops.cast(ops.shape(logits)[-1], "float32")
+    eps = float(label_smoothing)
+
+    @ops.custom_gradient
+    def per_token(x):
+        # With s = x - max(x): logsumexp(x) - x[v] = log(sum(exp(s))) - s[v].
+        shifted = x - ops.max(x, axis=-1, keepdims=True)  # (..., V)
+        exp = ops.exp(shifted)  # (..., V), reused by the gradient
+        total = ops.sum(exp, axis=-1, keepdims=True)  # (..., 1)
+        losses = ops.squeeze(ops.log(total), -1)  # (...)
+        losses = losses - (1.0 - eps) * _take_last(shifted, y_true)
+        if eps:
+            losses = losses - eps * ops.mean(shifted, axis=-1)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            upstream = upstream[..., None]  # (..., 1)
+            # upstream * (softmax - (1 - eps) one_hot(y) - eps / V)
+            gradient = exp * (upstream / total)
+            if eps:
+                gradient = gradient - upstream * (eps / vocabulary_size)
+            one_hot = ops.one_hot(y_true, ops.shape(x)[-1], dtype="float32")
+            return gradient - one_hot * ((1.0 - eps) * upstream)
+
+        return losses, grad
+
+    return per_token(logits)
+
+
 def padding_mask(y_true, pad_id=PAD_ID):
     """Float32 mask: 1 at real tokens, 0 where `y_true == pad_id`."""
     if pad_id is None:
@@ -77,7 +150,9 @@ def label_smoothed_cross_entropy(
     `(1 - eps) * (-log p[y]) + eps * mean_v(-log p[v])`,
 
     whose minimum is the entropy of the smoothed target, not 0 (for `eps > 0`).
-    Computed in float32 whatever the dtype of `logits`.
+    Computed in float32 whatever the dtype of `logits`, by
+    `token_cross_entropy` (from logits: a log-sum-exp and a written-out
+    gradient, no log-probabilities).
 
     Args:
         y_true: int tensor `(batch_size, length)`, the target ids.
@@ -101,12 +176,8 @@ def label_smoothed_cross_entropy(
     >>> [round(float(v), 4) for v in losses[0]], [float(v) for v in mask[0]]
     ([1.3863, 0.0], [1.0, 0.0])
     """
-    _check_label_smoothing(label_smoothing)
     y_true = ops.cast(y_true, "int32")
-    log_probs = token_log_probs(logits, from_logits)
-    nll = -ops.squeeze(ops.take_along_axis(log_probs, y_true[..., None], axis=-1), -1)
-    uniform = -ops.mean(log_probs, axis=-1)
-    losses = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    losses = token_cross_entropy(y_true, logits, label_smoothing, from_logits)
     mask = padding_mask(y_true, pad_id)
     # `where`, not a product: a huge logit at a padded position must not give
     # `inf * 0 = nan`.

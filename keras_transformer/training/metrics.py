@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_transformer.special_tokens import PAD_ID
 from keras_transformer.training.losses import padding_mask
-from keras_transformer.training.losses import token_log_probs
+from keras_transformer.training.losses import token_cross_entropy
 from keras_transformer.training.losses import token_weights
 
 
@@ -120,10 +120,7 @@ class MaskedPerplexity(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = ops.cast(y_true, "int32")
-        log_probs = token_log_probs(y_pred, self.from_logits)
-        nll = -ops.squeeze(
-            ops.take_along_axis(log_probs, y_true[..., None], axis=-1), -1
-        )
+        nll = token_cross_entropy(y_true, y_pred, from_logits=self.from_logits)
         weights = token_weights(sample_weight, padding_mask(y_true, self.pad_id))
         nll = ops.where(weights != 0, nll * weights, 0.0)
         self.nll.assign_add(ops.cast(ops.sum(nll), self.dtype))

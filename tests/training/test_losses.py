@@ -4,6 +4,7 @@ import pytest
 
 from keras_transformer.training import LabelSmoothedCrossEntropy
 from keras_transformer.training import label_smoothed_cross_entropy
+from keras_transformer.training import token_cross_entropy
 
 
 def numpy_token_losses(y_true, logits, eps):
@@ -24,6 +25,36 @@ def numpy_loss(y_true, logits, eps, sample_weight=None, pad=0):
     if mask.sum() == 0:
         return 0.0
     return (numpy_token_losses(y_true, logits, eps) * weights).sum() / mask.sum()
+
+
+def numpy_gradient(y_true, logits, eps, sample_weight=None, pad=0):
+    """d loss / d logits = w * (softmax - smoothed target) / number of non-pads."""
+    logits = logits.astype(np.float64)
+    vocabulary = logits.shape[-1]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    target = np.full(logits.shape, eps / vocabulary)
+    np.put_along_axis(target, y_true[..., None], 1 - eps + eps / vocabulary, axis=-1)
+    mask = (y_true != pad).astype(np.float64)
+    weights = mask if sample_weight is None else mask * sample_weight
+    return (probs - target) * weights[..., None] / max(mask.sum(), 1.0)
+
+
+def loss_and_gradient(loss, y_true, logits, mode, sample_weight=None):
+    import tensorflow as tf
+
+    logits = tf.constant(logits)
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            value = loss(y_true, logits, sample_weight=sample_weight)
+        return value, tape.gradient(value, logits)
+
+    if mode != "eager":
+        run = tf.function(run, jit_compile=mode == "xla")
+    value, gradient = run()
+    return float(value), np.asarray(gradient)
 
 
 # Rows: partly padded, mostly padded, all padding, no padding.
@@ -160,3 +191,75 @@ def test_invalid_arguments():
         LabelSmoothedCrossEntropy(label_smoothing=1.0)
     with pytest.raises(ValueError, match="rank 2.*rank 3"):
         LabelSmoothedCrossEntropy()(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)))
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_gradient_equals_numpy(eps, mode):
+    # The gradient is written out (a custom gradient), so it is pinned against
+    # softmax - target directly, with per-token weights and padded rows.
+    logits = random_logits(9)
+    weight = np.random.default_rng(10).uniform(size=Y_TRUE.shape).astype("float32")
+    value, gradient = loss_and_gradient(
+        LabelSmoothedCrossEntropy(eps), Y_TRUE, logits, mode, sample_weight=weight
+    )
+    np.testing.assert_allclose(
+        value, numpy_loss(Y_TRUE, logits, eps, sample_weight=weight), atol=1e-5
+    )
+    expected = numpy_gradient(Y_TRUE, logits, eps, sample_weight=weight)
+    np.testing.assert_allclose(gradient, expected, atol=1e-7)
+    assert np.all(gradient[Y_TRUE == 0] == 0.0)  # padding gets nothing
+
+
+def test_gradient_of_large_logits_is_finite_and_exact():
+    # Logits of +-3000 overflow exp() unless the max is subtracted first.
+    logits = random_logits(11, scale=1000.0)
+    value, gradient = loss_and_gradient(
+        LabelSmoothedCrossEntropy(0.1), Y_TRUE, logits, "xla"
+    )
+    assert np.isfinite(value) and np.all(np.isfinite(gradient))
+    np.testing.assert_allclose(value, numpy_loss(Y_TRUE, logits, 0.1), rtol=1e-6)
+    np.testing.assert_allclose(gradient, numpy_gradient(Y_TRUE, logits, 0.1), atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_gradient_has_the_logits_dtype(dtype):
+    import tensorflow as tf
+
+    logits = tf.cast(random_logits(12), dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        value = LabelSmoothedCrossEntropy()(Y_TRUE, logits)
+    gradient = tape.gradient(value, logits)
+    assert gradient.dtype == logits.dtype
+    rounded = np.asarray(tf.cast(logits, "float32"))
+    np.testing.assert_allclose(
+        np.asarray(tf.cast(gradient, "float32")),
+        numpy_gradient(Y_TRUE, rounded, 0.1),
+        atol=2e-3,
+    )
+
+
+def test_token_cross_entropy_matches_log_softmax_at_every_position():
+    # Unmasked per-token values, from logits and from probabilities, against
+    # differentiating log_softmax (the textbook formulation) as well.
+    import tensorflow as tf
+
+    # (Scale 1: no probability below the 1e-7 clip of the probabilities path.)
+    logits = tf.constant(random_logits(13, shape=(3, 4, 50), scale=1.0))
+    y_true = np.random.default_rng(14).integers(0, 50, size=(3, 4))
+    target = 0.9 * tf.one_hot(y_true, 50) + 0.1 / 50
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = token_cross_entropy(y_true, logits, label_smoothing=0.1)
+        textbook = -tf.reduce_sum(target * tf.nn.log_softmax(logits), -1)
+    np.testing.assert_allclose(np.asarray(ours), textbook.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(tape.gradient(ours, logits)),
+        tape.gradient(textbook, logits).numpy(),
+        atol=1e-6,
+    )
+    from_probs = token_cross_entropy(
+        y_true, tf.nn.softmax(logits), label_smoothing=0.1, from_logits=False
+    )
+    np.testing.assert_allclose(np.asarray(from_probs), textbook.numpy(), atol=1e-4)

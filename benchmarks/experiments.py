@@ -68,7 +68,7 @@ instead of ThreeFry) and keras-hub's model, interleaved step by step.
 `loss` (not run by default; graph mode and XLA, the fixed batch of
 compare.py): our model compiled as `train_translator` compiles it
 (`LabelSmoothedCrossEntropy(0.1)` + `MaskedAccuracy`), with the loss as is
-(`baseline`: a log-sum-exp and a written-out gradient,
+(`baseline`: a log-sum-exp, with a written-out gradient outside XLA,
 `training.losses.token_cross_entropy`), as before session 9
 (`log_softmax_loss`: the per-token losses from `log_softmax`, differentiated
 by autodiff) and with Keras's `SparseCategoricalCrossentropy(from_logits=True,

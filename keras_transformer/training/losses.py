@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_transformer.layers.utils import in_xla_context
 from keras_transformer.special_tokens import PAD_ID
 
 
@@ -50,12 +51,14 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
     `-sum_v target[v] log p[v]` with `target = (1 - eps) one_hot(y) + eps / V`
     (the convention of `label_smoothed_cross_entropy`), at every position,
     padding included (mask it yourself). From logits it is computed as
-    `logsumexp(x) - (1 - eps) x[y] - eps mean(x)`, with the gradient written
-    out as `softmax(x) - target` (a custom gradient that reuses the forward
-    pass's `exp`): no `(..., V)` log-probabilities are formed, and the
-    backward pass is one product and two subtractions over the logits
-    (`benchmarks/README.md`, session 9, has the timings against
-    differentiating `log_softmax` and against Keras's sparse cross-entropy).
+    `logsumexp(x) - (1 - eps) x[y] - eps mean(x)`: no `(..., V)`
+    log-probabilities are formed. Outside XLA (graph mode, eagerly) the
+    gradient is written out as `softmax(x) - target`, a custom gradient that
+    reuses the forward pass's `exp`, so the backward pass is a few
+    elementwise passes over the logits instead of the gradient of
+    `log_softmax`; under XLA, which fuses either, autodiff of the
+    log-sum-exp is as fast and keeps less memory (`benchmarks/README.md`,
+    session 9, has the timings, against Keras's sparse cross-entropy too).
 
     Args:
         y_true: int `(...)` target ids.
@@ -82,19 +85,20 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
         losses = -(1.0 - label_smoothing) * _take_last(log_probs, y_true)
         return losses - label_smoothing * ops.mean(log_probs, axis=-1)
     logits = ops.cast(y_pred, "float32")
-    vocabulary_size = ops.cast(ops.shape(logits)[-1], "float32")
     eps = float(label_smoothing)
+    if in_xla_context():
+        # XLA fuses the log-sum-exp's own gradient; a custom gradient there
+        # was no faster and kept ~450 MB more resident in a training step.
+        peak = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
+        shifted = logits - peak  # (..., V); the max's gradient cancels
+        return _smoothed_losses(shifted, ops.exp(shifted), y_true, eps)[0]
+    vocabulary_size = ops.cast(ops.shape(logits)[-1], "float32")
 
     @ops.custom_gradient
     def per_token(x):
-        # With s = x - max(x): logsumexp(x) - x[v] = log(sum(exp(s))) - s[v].
         shifted = x - ops.max(x, axis=-1, keepdims=True)  # (..., V)
         exp = ops.exp(shifted)  # (..., V), reused by the gradient
-        total = ops.sum(exp, axis=-1, keepdims=True)  # (..., 1)
-        losses = ops.squeeze(ops.log(total), -1)  # (...)
-        losses = losses - (1.0 - eps) * _take_last(shifted, y_true)
-        if eps:
-            losses = losses - eps * ops.mean(shifted, axis=-1)
+        losses, total = _smoothed_losses(shifted, exp, y_true, eps)
 
         def grad(*args, upstream=None):
             if upstream is None:
@@ -110,6 +114,17 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
         return losses, grad
 
     return per_token(logits)
+
+
+def _smoothed_losses(shifted, exp, y_true, eps):
+    """`(..., V)` logits minus their max, and its `exp` -> the `(...)` losses
+    `log(sum(exp)) - (1 - eps) shifted[y] - eps mean(shifted)`, and the
+    `(..., 1)` sums."""
+    total = ops.sum(exp, axis=-1, keepdims=True)  # (..., 1)
+    losses = ops.squeeze(ops.log(total), -1) - (1.0 - eps) * _take_last(shifted, y_true)
+    if eps:
+        losses = losses - eps * ops.mean(shifted, axis=-1)
+    return losses, total
 
 
 def padding_mask(y_true, pad_id=PAD_ID):

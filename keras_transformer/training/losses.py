@@ -56,9 +56,12 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
     gradient is written out as `softmax(x) - target`, a custom gradient that
     reuses the forward pass's `exp`, so the backward pass is a few
     elementwise passes over the logits instead of the gradient of
-    `log_softmax`; under XLA, which fuses either, autodiff of the
-    log-sum-exp is as fast and keeps less memory (`benchmarks/README.md`,
-    session 9, has the timings, against Keras's sparse cross-entropy too).
+    `log_softmax`. Under XLA (and on the JAX backend, which always compiles
+    with it) the log-sum-exp is differentiated by autodiff, which XLA fuses:
+    a training step within ~1% of the custom gradient's, without the ~450 MB
+    more that the custom gradient kept resident there
+    (`benchmarks/README.md`, session 9, has the timings, against Keras's
+    sparse cross-entropy too).
 
     Args:
         y_true: int `(...)` target ids.
@@ -83,12 +86,15 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
     if not from_logits:
         log_probs = token_log_probs(y_pred, from_logits=False)
         losses = -(1.0 - label_smoothing) * _take_last(log_probs, y_true)
-        return losses - label_smoothing * ops.mean(log_probs, axis=-1)
+        if label_smoothing:
+            losses = losses - label_smoothing * ops.mean(log_probs, axis=-1)
+        return losses
     logits = ops.cast(y_pred, "float32")
     eps = float(label_smoothing)
     if in_xla_context():
-        # XLA fuses the log-sum-exp's own gradient; a custom gradient there
-        # was no faster and kept ~450 MB more resident in a training step.
+        # XLA fuses the log-sum-exp's own gradient; the custom gradient below
+        # was ~1% faster there per training step but kept ~450 MB more
+        # resident (benchmarks/README.md, session 9).
         peak = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
         shifted = logits - peak  # (..., V); the max's gradient cancels
         return _smoothed_losses(shifted, ops.exp(shifted), y_true, eps)[0]
@@ -117,9 +123,11 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
 
 
 def _smoothed_losses(shifted, exp, y_true, eps):
-    """`(..., V)` logits minus their max, and its `exp` -> the `(...)` losses
-    `log(sum(exp)) - (1 - eps) shifted[y] - eps mean(shifted)`, and the
-    `(..., 1)` sums."""
+    """Per-token losses and `(..., 1)` sums of `exp` from shifted logits.
+
+    `shifted` is `(..., V)` logits minus their max, `exp` its exponential;
+    the losses are `log(sum(exp)) - (1 - eps) shifted[y] - eps mean(shifted)`.
+    """
     total = ops.sum(exp, axis=-1, keepdims=True)  # (..., 1)
     losses = ops.squeeze(ops.log(total), -1) - (1.0 - eps) * _take_last(shifted, y_true)
     if eps:

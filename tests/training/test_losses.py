@@ -43,7 +43,7 @@ def numpy_gradient(y_true, logits, eps, sample_weight=None, pad=0):
 def loss_and_gradient(loss, y_true, logits, mode, sample_weight=None):
     import tensorflow as tf
 
-    logits = tf.constant(logits)
+    logits = tf.constant(logits, dtype=logits.dtype)
 
     def run():
         with tf.GradientTape() as tape:
@@ -193,16 +193,33 @@ def test_invalid_arguments():
         LabelSmoothedCrossEntropy()(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)))
 
 
+@pytest.fixture
+def xla_answers(monkeypatch):
+    """What `in_xla_context()` told the loss: the code path it took."""
+    from keras_transformer.training import losses
+
+    answers, in_xla_context = [], losses.in_xla_context
+
+    def spy():
+        answers.append(in_xla_context())
+        return answers[-1]
+
+    monkeypatch.setattr(losses, "in_xla_context", spy)
+    return answers
+
+
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
-def test_gradient_equals_numpy(eps, mode):
-    # The gradient is written out (a custom gradient), so it is pinned against
-    # softmax - target directly, with per-token weights and padded rows.
+def test_gradient_equals_numpy(eps, mode, xla_answers):
+    # Outside XLA the gradient is written out (a custom gradient), under XLA
+    # autodiff's: both pinned against softmax - target directly, with
+    # per-token weights and padded rows.
     logits = random_logits(9)
     weight = np.random.default_rng(10).uniform(size=Y_TRUE.shape).astype("float32")
     value, gradient = loss_and_gradient(
         LabelSmoothedCrossEntropy(eps), Y_TRUE, logits, mode, sample_weight=weight
     )
+    assert xla_answers == [mode == "xla"]  # one trace, the path of its mode
     np.testing.assert_allclose(
         value, numpy_loss(Y_TRUE, logits, eps, sample_weight=weight), atol=1e-5
     )
@@ -211,26 +228,32 @@ def test_gradient_equals_numpy(eps, mode):
     assert np.all(gradient[Y_TRUE == 0] == 0.0)  # padding gets nothing
 
 
-def test_gradient_of_large_logits_is_finite_and_exact():
+@pytest.mark.parametrize("mode", ["graph", "xla"])
+def test_gradient_of_large_logits_is_finite_and_exact(mode):
     # Logits of +-3000 overflow exp() unless the max is subtracted first.
     logits = random_logits(11, scale=1000.0)
     value, gradient = loss_and_gradient(
-        LabelSmoothedCrossEntropy(0.1), Y_TRUE, logits, "xla"
+        LabelSmoothedCrossEntropy(0.1), Y_TRUE, logits, mode
     )
     assert np.isfinite(value) and np.all(np.isfinite(gradient))
     np.testing.assert_allclose(value, numpy_loss(Y_TRUE, logits, 0.1), rtol=1e-6)
     np.testing.assert_allclose(gradient, numpy_gradient(Y_TRUE, logits, 0.1), atol=1e-7)
 
 
+@pytest.mark.parametrize("mode", ["graph", "xla"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_low_precision_gradient_has_the_logits_dtype(dtype):
+def test_low_precision_gradient_has_the_logits_dtype(dtype, mode):
     import tensorflow as tf
 
     logits = tf.cast(random_logits(12), dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(logits)
-        value = LabelSmoothedCrossEntropy()(Y_TRUE, logits)
-    gradient = tape.gradient(value, logits)
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            value = LabelSmoothedCrossEntropy()(Y_TRUE, logits)
+        return tape.gradient(value, logits)
+
+    gradient = tf.function(run, jit_compile=mode == "xla")()
     assert gradient.dtype == logits.dtype
     rounded = np.asarray(tf.cast(logits, "float32"))
     np.testing.assert_allclose(

@@ -59,6 +59,13 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--batch-tokens", type=int)
     train.add_argument("--max-length", type=int, default=128)
+    train.add_argument(
+        "--bucket-boundaries",
+        default="default",
+        choices=["default", "fine"],
+        help="length buckets: two per octave (default) or four (about half "
+        "the padding, twice the batch shapes: best without XLA)",
+    )
     train.add_argument("--warmup-steps", type=int, default=4000)
     train.add_argument("--learning-rate-scale", type=float, default=1.0)
     train.add_argument("--max-minutes", type=float)
@@ -257,6 +264,7 @@ def run_train(args):
         batch_size=args.batch_size,
         batch_tokens=args.batch_tokens,
         max_length=args.max_length,
+        bucket_boundaries=args.bucket_boundaries,
         warmup_steps=args.warmup_steps,
         learning_rate_scale=args.learning_rate_scale,
         max_minutes=args.max_minutes,

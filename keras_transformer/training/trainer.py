@@ -60,6 +60,12 @@ class TrainConfig:
         epochs: int. steps_per_epoch: int or `None` (one pass over the data).
         batch_size: sentences per batch, or `batch_tokens` per batch.
         max_length: longest source/target kept, in tokens.
+        bucket_boundaries: the length buckets' padded lengths: `"default"`
+            (`data.DEFAULT_BOUNDARIES`, two per octave) or `"fine"`
+            (`data.FINE_BOUNDARIES`, four per octave: about half the
+            padding, with token batches 7-13% more real tokens/s in graph
+            mode on this project's benchmarks, but twice the batch shapes,
+            each one more compilation under XLA).
         warmup_steps, learning_rate_scale: the paper's schedule.
         label_smoothing: float.
         max_minutes: wall-clock budget; training stops cleanly after it.
@@ -95,6 +101,7 @@ class TrainConfig:
     batch_size: int | None = 64
     batch_tokens: int | None = None
     max_length: int = 128
+    bucket_boundaries: str = "default"
     warmup_steps: int = 4000
     learning_rate_scale: float = 1.0
     label_smoothing: float = 0.1
@@ -131,6 +138,11 @@ class TrainConfig:
         ):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
+        if self.bucket_boundaries not in BUCKET_BOUNDARIES:
+            raise ValueError(
+                f"`bucket_boundaries` must be one of {tuple(BUCKET_BOUNDARIES)}. "
+                f"Received: bucket_boundaries={self.bucket_boundaries!r}"
+            )
         if self.mixed_precision not in MIXED_PRECISION_POLICIES:
             raise ValueError(
                 f"`mixed_precision` must be one of {MIXED_PRECISION_POLICIES}. "
@@ -139,6 +151,7 @@ class TrainConfig:
 
 
 MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
+BUCKET_BOUNDARIES = {"default": data.DEFAULT_BOUNDARIES, "fine": data.FINE_BOUNDARIES}
 # Settings a resumed run must share with the run that wrote the checkpoints.
 _RESUME_KEYS = (
     "train",
@@ -151,6 +164,7 @@ _RESUME_KEYS = (
     "batch_size",
     "batch_tokens",
     "max_length",
+    "bucket_boundaries",
     "seed",
 )
 
@@ -554,6 +568,7 @@ def _dataset(
         batch_tokens=config.batch_tokens // replicas if config.batch_tokens else None,
         max_source_length=config.max_length,
         max_target_length=config.max_length,
+        bucket_boundaries=BUCKET_BOUNDARIES[config.bucket_boundaries],
         shuffle=training,
         seed=seed,
         repeat=training and repeat,

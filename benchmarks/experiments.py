@@ -694,9 +694,7 @@ def run_loss(rounds, only=None):
         for variant in [v for v in LOSS_VARIANTS if _selected(v, only)]:
             loss = LabelSmoothedCrossEntropy(0.1)
             if variant == "keras_loss":
-                loss = keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True, ignore_class=0
-                )
+                loss = ks.training_loss("keras")  # what compare.py trains with
             with patched(variant):  # the first step traces the patched loss
                 model = ks.build_ours()
                 model.compile(

@@ -2,8 +2,8 @@
 
 - `LabelSmoothedCrossEntropy`, `label_smoothed_cross_entropy`: pad-aware
   label-smoothed loss (token mean, float32, global across replicas);
-  `token_cross_entropy`: its per-token values from a log-sum-exp, with a
-  written-out gradient.
+  `token_cross_entropy`: its per-token values from a log-sum-exp (with a
+  written-out gradient outside XLA).
 - `MaskedAccuracy`, `MaskedPerplexity`: pad-aware token metrics.
 - `TransformerSchedule`, `transformer_optimizer`: the paper's learning rate
   and Adam(0.9, 0.98, 1e-9).

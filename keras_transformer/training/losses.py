@@ -174,8 +174,8 @@ def label_smoothed_cross_entropy(
 
     whose minimum is the entropy of the smoothed target, not 0 (for `eps > 0`).
     Computed in float32 whatever the dtype of `logits`, by
-    `token_cross_entropy` (from logits: a log-sum-exp and a written-out
-    gradient, no log-probabilities).
+    `token_cross_entropy` (from logits: a log-sum-exp, no log-probabilities;
+    outside XLA with a written-out gradient).
 
     Args:
         y_true: int tensor `(batch_size, length)`, the target ids.

@@ -87,8 +87,14 @@ def plan(quick, e2e_jit, rounds=1, e2e_stream=True):
         train("ours XLA fp32, our loss", "ours", True, loss="ours")
         train("ours graph fp32, our loss", "ours", False, loss="ours")
 
-    def decode(label, system, jit=True, n=repeats):
-        task = {"task": "decode", "system": system, "jit": jit, "repeats": n}
+    def decode(label, system, jit=True, n=repeats, dtype="float32"):
+        task = {
+            "task": "decode",
+            "system": system,
+            "jit": jit,
+            "repeats": n,
+            "dtype": dtype,
+        }
         tasks.append(("decode", label, task))
 
     decode("ours greedy (cache, XLA)", "ours_greedy")
@@ -100,6 +106,15 @@ def plan(quick, e2e_jit, rounds=1, e2e_stream=True):
         decode("ours greedy (cache, graph)", "ours_greedy", jit=False)
         decode("keras-hub greedy (recompute, graph)", "keras_hub_recompute", n=2)
         decode("torch greedy (recompute, eager)", "torch_recompute", n=2)
+        # bf16 for both (no target): does the CPU's bf16 move the greedy
+        # ratio? (XLA:CPU upcasts bf16 dots to f32; see benchmarks/README.md.)
+        for dtype in ("mixed_bfloat16", "bfloat16"):
+            decode(f"ours greedy (cache, XLA, {dtype})", "ours_greedy", dtype=dtype)
+            decode(
+                f"keras-hub greedy (caches, XLA, {dtype})",
+                "keras_hub_cached",
+                dtype=dtype,
+            )
 
     if quick:
         # What the ratios need first: the time budget skips from the end, and
@@ -357,7 +372,9 @@ def compute_train_variants(results):
 def compute_bounds(results):
     """What the decoding targets would be at the matmul floor: the ratios if
     a step cost only its weight matmuls (the `floor: ...` rows), with the
-    peer as measured. Informational, no target."""
+    peer as measured; and the greedy ratio with both systems in bf16, and
+    bf16's ms/step against fp32's (above 1: bf16 is slower). Informational,
+    no target."""
     rows = {
         name: find(results["decode"], label)
         for name, label in (
@@ -368,12 +385,28 @@ def compute_bounds(results):
             ("beam", "ours beam 4 (cache, XLA)"),
         )
     }
+    for dtype in ("mixed_bfloat16", "bfloat16"):
+        rows[f"greedy_{dtype}"] = find(
+            results["decode"], f"ours greedy (cache, XLA, {dtype})"
+        )
+        rows[f"hub_{dtype}"] = find(
+            results["decode"], f"keras-hub greedy (caches, XLA, {dtype})"
+        )
     bounds = {}
     for name, numerator, denominator in (
         ("greedy_vs_keras_hub_at_the_floor", "hub", "floor16"),
         ("beam4_vs_greedy_at_the_floor", "floor64", "floor16"),
         ("ours_greedy_step_vs_its_floor", "greedy", "floor16"),
         ("ours_beam4_step_vs_its_floor", "beam", "floor64"),
+        # Greedy ratios with both systems in bf16, and bf16 against fp32.
+        (
+            "greedy_vs_keras_hub_both_mixed_bfloat16",
+            "hub_mixed_bfloat16",
+            "greedy_mixed_bfloat16",
+        ),
+        ("greedy_vs_keras_hub_both_bfloat16", "hub_bfloat16", "greedy_bfloat16"),
+        ("ours_greedy_mixed_bfloat16_vs_fp32", "greedy_mixed_bfloat16", "greedy"),
+        ("keras_hub_greedy_mixed_bfloat16_vs_fp32", "hub_mixed_bfloat16", "hub"),
     ):
         if rows[numerator] and rows[denominator]:
             bounds[name] = (
@@ -520,7 +553,10 @@ def report(results):
             print(f"  {name:62s} {value:6.2f}")
     report_paired(results.get("paired") or {})
     if results.get("bounds"):
-        print("\nAt the matmul floor (a step = its weight matmuls only; no target):")
+        print(
+            "\nAt the matmul floor (a step = its weight matmuls only), and in "
+            "bf16 (no target):"
+        )
         for name, value in results["bounds"].items():
             print(f"  {name:34s} {value:6.2f}")
 

@@ -1,6 +1,6 @@
 """Measures library optimizations paired, by monkeypatching our layers.
 
-    python benchmarks/experiments.py [--rounds 7] [--only decode,train,loss,e2e]
+    python benchmarks/experiments.py [--rounds 7] [--only decode,train,loss,real_rows_loss,e2e]
 
 Nothing in `keras_transformer/` is changed. One process per kind builds one
 model per variant (same seeded weights) and traces each variant's function
@@ -74,6 +74,19 @@ compare.py): our model compiled as `train_translator` compiles it
 by autodiff) and with Keras's `SparseCategoricalCrossentropy(from_logits=True,
 ignore_class=0)` instead (`keras_loss`: no smoothing; what compare.py trains
 every Keras system with), interleaved step by step.
+
+`real_rows_loss` (not run by default; graph mode and XLA, the fixed batch of
+compare.py, a `tf.GradientTape` step with Adam rather than `fit`): how much
+the tied output projection and the loss on padded target positions cost.
+`baseline` computes the `(B, T, V)` logits and
+`training.losses.token_cross_entropy` (eps 0.1) at every position and masks
+the padding; `real_rows` takes the decoder's hidden states, puts the real
+target positions first (the stable partition of
+`layers.utils.apply_to_real_positions`), and projects and scores only the
+chunks of 512 rows holding one (a chunk without one is an `ops.cond`
+branch not taken), so no `(B, T, V)` logits are formed or reordered. The
+same loss value (checked); it needs the labels inside the step, which
+`fit`'s model-then-loss split does not give.
 
 `e2e` (graph mode, not run by default): 16 steps per round, from endless
 streams, of ours on `keras_transformer.data` buckets (`baseline`), the same
@@ -183,7 +196,13 @@ def patch_log_softmax_loss():
 
 
 def _start_state_rows(
-    model, source_ids, max_length, batch_size, beam_size=1, cross_per_beam=False
+    model,
+    source_ids,
+    max_length,
+    batch_size,
+    beam_size=1,
+    cross_per_beam=False,
+    cache_dtype=None,
 ):
     """`decoding.utils.start_state` with one self-attention cache row per
     beam (no beam cache, no ancestry: beam search then reorders the
@@ -206,7 +225,9 @@ def _start_state_rows(
         ],
         axis=1,
     )
-    cache = model.decoder.init_cache(rows, max_length, encoder_outputs)
+    cache = model.decoder.init_cache(
+        rows, max_length, encoder_outputs, dtype=cache_dtype
+    )
     return {
         "tokens": tokens,
         "cache": cache,
@@ -301,17 +322,17 @@ def patch_legacy_layout():
     MHA = mha.MultiHeadAttention
     original_call = MHA.call
 
-    def init_cache(self, batch_size, max_length, beam_size=1):
+    def init_cache(self, batch_size, max_length, beam_size=1, dtype=None):
         if beam_size != 1:
             raise NotImplementedError("legacy caches have one row per beam")
         shape = (batch_size, 2, max_length, self._kv_heads, self.key_dim)
-        return {"kv": ops.zeros(shape, self.compute_dtype)}
+        return {"kv": ops.zeros(shape, self._cache_dtype(dtype))}
 
-    def compute_key_value_cache(self, value, key=None):
+    def compute_key_value_cache(self, value, key=None, dtype=None):
         key = value if key is None else key
         k = self._split_heads(self.key_dense(key), self._kv_heads, self.key_dim)
         v = self._split_heads(self.value_dense(value), self._kv_heads, self.key_dim)
-        return {"kv": ops.stack([k, v], axis=1)}
+        return {"kv": ops.cast(ops.stack([k, v], axis=1), self._cache_dtype(dtype))}
 
     def call(
         self,
@@ -707,11 +728,106 @@ def run_loss(rounds, only=None):
                 for _ in range(2):
                     model.train_on_batch(x, y)
             functions[variant] = lambda model=model: model.train_on_batch(x, y)
-        result = summarize_pairs(interleave(functions, rounds))
-        for variant, row in result.items():
-            row["tokens_per_s"] = tokens / row["median_s"]
-            row["first_loss"] = losses[variant]
-        results[mode] = result
+        results[mode] = _training_pairs(functions, rounds, tokens, losses)
+    return results
+
+
+def _training_pairs(functions, rounds, tokens, first_losses):
+    """Interleaved training steps -> `summarize_pairs` rows with tokens/s
+    and each variant's first loss."""
+    result = summarize_pairs(interleave(functions, rounds))
+    for name, row in result.items():
+        row["tokens_per_s"] = tokens / row["median_s"]
+        row["first_loss"] = first_losses[name]
+    return result
+
+
+def _real_rows_loss(model, x, y, label_smoothing=0.1, chunk=512):
+    """The masked token-mean loss, projecting and scoring real rows only."""
+    from keras import ops
+
+    from keras_transformer.training.losses import token_cross_entropy
+
+    source, target = x["source"], x["target"]
+    hidden = model.decoder(  # (B, T, d)
+        model.target_embedding(target),
+        encoder_outputs=model.encode(source, training=True),
+        encoder_padding_mask=ops.not_equal(source, model.pad_id),
+        padding_mask=ops.not_equal(target, model.pad_id),
+        training=True,
+    )
+    kernel = model.target_embedding.output_projection()  # (d, V)
+    rows = ops.reshape(hidden, (-1, hidden.shape[-1]))  # (N, d)
+    labels = ops.reshape(y, (-1,))  # (N,)
+    real = ops.cast(ops.not_equal(labels, model.pad_id), "int32")
+    num_rows, num_real = rows.shape[0], ops.sum(real)
+    destination = ops.where(
+        real > 0, ops.cumsum(real) - 1, num_real + ops.cumsum(1 - real) - 1
+    )
+    order = ops.argsort(destination)  # real rows first
+    padded = -(-num_rows // chunk) * chunk - num_rows
+    rows = ops.pad(ops.take(rows, order, axis=0), [(0, padded), (0, 0)])
+    labels = ops.pad(ops.take(labels, order, axis=0), [(0, padded)])
+
+    def chunk_loss(start):
+        logits = ops.cast(ops.matmul(rows[start : start + chunk], kernel), "float32")
+        piece = labels[start : start + chunk]
+        weights = ops.cast(ops.not_equal(piece, model.pad_id), "float32")
+        return ops.sum(token_cross_entropy(piece, logits, label_smoothing) * weights)
+
+    total = chunk_loss(0)
+    for start in range(chunk, num_rows + padded, chunk):
+        total = total + ops.cond(
+            start < num_real,
+            lambda start=start: chunk_loss(start),
+            lambda: ops.zeros((), "float32"),
+        )
+    return total / ops.cast(num_real, "float32")
+
+
+def _full_logits_loss(model, x, y, label_smoothing=0.1):
+    from keras import ops
+
+    from keras_transformer.training.losses import token_cross_entropy
+
+    logits = model(x, training=True)  # (B, T, V)
+    weights = ops.cast(ops.not_equal(y, model.pad_id), "float32")
+    losses = token_cross_entropy(y, logits, label_smoothing)
+    return ops.sum(losses * weights) / ops.sum(weights)
+
+
+def run_real_rows_loss(rounds):
+    """Full logits vs real rows only, interleaved step by step; graph mode
+    and XLA in turn. Returns `{"graph": ..., "xla": ...}`."""
+    import _keras_systems as ks
+    import keras
+    import tensorflow as tf
+
+    batch = training_batch()
+    x, y = ks.keras_inputs(batch)
+    tokens = count_tokens(batch["target_out"])
+    variants = {"baseline": _full_logits_loss, "real_rows": _real_rows_loss}
+    results = {}
+    for mode, jit in (("graph", False), ("xla", True)):
+        functions, losses = {}, {}
+        for name, loss_fn in variants.items():
+            model = ks.build_ours()
+            optimizer = keras.optimizers.Adam(1e-4)
+            optimizer.build(model.trainable_variables)
+
+            @tf.function(jit_compile=jit)
+            def step(x, y, model=model, optimizer=optimizer, loss_fn=loss_fn):
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(model, x, y)
+                variables = model.trainable_variables
+                optimizer.apply(tape.gradient(loss, variables), variables)
+                return loss
+
+            losses[name] = float(step(x, y))
+            for _ in range(2):
+                step(x, y)
+            functions[name] = lambda step=step: float(step(x, y))
+        results[mode] = _training_pairs(functions, rounds, tokens, losses)
     return results
 
 
@@ -812,6 +928,8 @@ def main(argv=None):
             emit(run_loss(args.rounds * 2, only))
         elif kind == "e2e":
             emit(run_e2e(args.rounds))
+        elif kind == "real_rows_loss":
+            emit(run_real_rows_loss(args.rounds * 2))
         else:
             emit(run_decode(args.rounds, only))
         return 0

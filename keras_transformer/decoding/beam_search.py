@@ -29,6 +29,7 @@ def beam_search(
     alpha=0.6,
     num_return_sequences=1,
     return_attention=False,
+    cache_dtype=None,
 ):
     """Beam search (Vaswani et al., 2017, section 6.1; Wu et al., 2016).
 
@@ -57,6 +58,8 @@ def beam_search(
         num_return_sequences: int, the n best hypotheses to return.
         return_attention: bool, also return the last decoder block's
             encoder-decoder attention (mean over heads) of each hypothesis.
+        cache_dtype: float dtype of the key/value caches. Defaults to the
+            model's compute dtype.
 
     Returns:
         dict with `"ids"` int32 `(batch_size, n, max_length)`, `"scores"`
@@ -67,7 +70,9 @@ def beam_search(
     batch_size = ops.shape(source_ids)[0]
     source_length = ops.shape(source_ids)[1]
     vocabulary = model.output_vocabulary_size
-    state = start_state(model, source_ids, max_length, batch_size, K)
+    state = start_state(
+        model, source_ids, max_length, batch_size, K, cache_dtype=cache_dtype
+    )
     alive_seq = ops.reshape(state["tokens"], (batch_size, K, max_length + 1))
     # Only the first beam is live at the start, so the K beams differ.
     alive_log_probs = ops.tile(

@@ -1,10 +1,13 @@
 """`generate()`: greedy or beam search, compiled with XLA by default."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_transformer.decoding.beam_search import beam_search
 from keras_transformer.decoding.greedy_search import greedy_search
+from keras_transformer.layers.multi_head_attention import standardize_cache_dtype
+from keras_transformer.layers.utils import has_accelerator
 
 # The paper's maximum output length: input length + 50.
 EXTRA_LENGTH = 50
@@ -17,6 +20,37 @@ def _check_positive(name, value):
         )
 
 
+def resolve_cache_dtype(model, jit_compile, cache_dtype=None):
+    """The key/value caches' dtype for `generate()`.
+
+    XLA:CPU computes bf16/fp16 dots in float32, so 16-bit caches would be
+    converted in full at every decoding step: measured on a 2-core CPU
+    (batch 16, 64 tokens, paired), greedy search under `mixed_bfloat16` took
+    3.24 ms per step with bf16 caches and 2.96 with float32 ones (the same
+    ids), beam 4 8.22 and 7.21 (`benchmarks/README.md`, session 10;
+    `mixed_float16` takes the same path, not measured). Accelerators keep
+    16-bit caches (half the memory traffic), and so do graphs run without
+    XLA (an exported `Translator`), where TensorFlow's CPU kernels compute
+    in 16 bits.
+
+    Args:
+        model: a `keras_transformer.Transformer`.
+        jit_compile: bool, whether the search is compiled with XLA.
+        cache_dtype: the caller's choice, or `None`.
+
+    Returns:
+        `cache_dtype` if given (validated); else `"float32"` for a 16-bit
+        compute dtype compiled with XLA on a machine without GPU or TPU;
+        else `None`: the model's compute dtype.
+    """
+    if cache_dtype is not None:
+        return standardize_cache_dtype(cache_dtype, "cache_dtype")
+    compute = keras.backend.standardize_dtype(model.compute_dtype)
+    if jit_compile and compute in ("bfloat16", "float16") and not has_accelerator():
+        return "float32"
+    return None
+
+
 def search_function(
     model,
     max_length,
@@ -24,6 +58,7 @@ def search_function(
     length_penalty=0.6,
     num_return_sequences=1,
     return_attention=False,
+    cache_dtype=None,
 ):
     """The plain (uncompiled) search for these settings: `source_ids -> dict`.
 
@@ -31,7 +66,11 @@ def search_function(
     """
     if beam_size == 1:
         return lambda source_ids: greedy_search(
-            model, source_ids, max_length, return_attention=return_attention
+            model,
+            source_ids,
+            max_length,
+            return_attention=return_attention,
+            cache_dtype=cache_dtype,
         )
     return lambda source_ids: beam_search(
         model,
@@ -41,6 +80,7 @@ def search_function(
         alpha=length_penalty,
         num_return_sequences=num_return_sequences,
         return_attention=return_attention,
+        cache_dtype=cache_dtype,
     )
 
 
@@ -54,6 +94,7 @@ def generate(
     return_scores=False,
     return_attention=False,
     jit_compile=True,
+    cache_dtype=None,
 ):
     """Translates token ids with greedy (`beam_size=1`) or beam search.
 
@@ -83,7 +124,13 @@ def generate(
         jit_compile: bool, compile with XLA. Under XLA the key/value caches
             and the output ids are written in place (dynamic-update-slice);
             without it, by gather + select of core TensorFlow ops (what an
-            exported `Translator` runs). Both give the same ids.
+            exported `Translator` runs). Both give the same ids (under a
+            16-bit policy on a CPU, XLA's float32 caches may round a
+            near-tie differently from the graph's 16-bit ones).
+        cache_dtype: float dtype of the key/value caches. Defaults to the
+            model's compute dtype, except float32 for a 16-bit policy
+            compiled with XLA on a CPU-only machine (see
+            `resolve_cache_dtype`).
 
     Returns:
         int32 ids `(batch_size, length)` (or `(batch_size, n, length)` when
@@ -119,6 +166,7 @@ def generate(
             f"max_length={max_length} exceeds the {model.max_positions} learned "
             "positions of this model; pass a smaller `max_length`."
         )
+    cache_dtype = resolve_cache_dtype(model, jit_compile, cache_dtype)
     if not model.built:
         model.build()
     key = (
@@ -127,13 +175,20 @@ def generate(
         float(length_penalty),
         int(num_return_sequences),
         bool(return_attention),
+        cache_dtype,
         bool(jit_compile),
     )
     functions = model.__dict__.setdefault("_generate_functions", {})
     if key not in functions:
         functions[key] = tf.function(
             search_function(
-                model, key[0], key[1], key[2], key[3], return_attention=key[4]
+                model,
+                key[0],
+                key[1],
+                key[2],
+                key[3],
+                return_attention=key[4],
+                cache_dtype=key[5],
             ),
             jit_compile=jit_compile,
             reduce_retracing=True,

@@ -9,7 +9,9 @@ from keras_transformer.decoding.utils import start_state
 from keras_transformer.layers.utils import dynamic_update
 
 
-def greedy_search(model, source_ids, max_length, return_attention=False):
+def greedy_search(
+    model, source_ids, max_length, return_attention=False, cache_dtype=None
+):
     """Greedy decoding: the most probable token at every step.
 
     The encoder runs once; its keys/values are projected once into the
@@ -24,6 +26,8 @@ def greedy_search(model, source_ids, max_length, return_attention=False):
         max_length: int, the most tokens to generate (EOS included).
         return_attention: bool, also return the last decoder block's
             encoder-decoder attention weights, averaged over heads.
+        cache_dtype: float dtype of the key/value caches. Defaults to the
+            model's compute dtype.
 
     Returns:
         A dict with `"ids"` int32 `(batch_size, max_length)` (EOS included
@@ -32,7 +36,9 @@ def greedy_search(model, source_ids, max_length, return_attention=False):
         `"attention"` float32 `(batch_size, max_length, source_length)`.
     """
     batch_size = ops.shape(source_ids)[0]
-    state = start_state(model, source_ids, max_length, batch_size)
+    state = start_state(
+        model, source_ids, max_length, batch_size, cache_dtype=cache_dtype
+    )
     tokens = state["tokens"]  # (B, max_length + 1), BOS at 0
     finished = ops.zeros((batch_size,), "bool")
     scores = ops.zeros((batch_size,), "float32")

@@ -3,7 +3,9 @@
 from keras import ops
 
 
-def start_state(model, source_ids, max_length, batch_size, beam_size=1):
+def start_state(
+    model, source_ids, max_length, batch_size, beam_size=1, cache_dtype=None
+):
     """Encodes once and prepares the decoding state.
 
     With `beam_size > 1`, the tokens have one row per beam (beams of one
@@ -13,6 +15,16 @@ def start_state(model, source_ids, max_length, batch_size, beam_size=1):
     sentence: the beams of a sentence share them (see
     `Transformer.init_cache`), so the keys/values are projected and stored
     once per sentence, not once per beam.
+
+    Args:
+        model: a `keras_transformer.Transformer`.
+        source_ids: int `(batch_size, source_length)`.
+        max_length: int, the most tokens to generate.
+        batch_size: int or scalar int tensor, `source_ids`' rows.
+        beam_size: int, hypotheses per sentence.
+        cache_dtype: float dtype of the key/value caches, or `None` (the
+            model's compute dtype; `model.init_cache` is then called
+            without `dtype`, as before it had one).
 
     Returns:
         dict with `"tokens"` int32 `(batch_size * beam_size, max_length + 1)`
@@ -33,7 +45,8 @@ def start_state(model, source_ids, max_length, batch_size, beam_size=1):
         ],
         axis=1,
     )
-    cache = model.init_cache(encoder_outputs, max_length, beam_size=beam_size)
+    dtype = {} if cache_dtype is None else {"dtype": cache_dtype}
+    cache = model.init_cache(encoder_outputs, max_length, beam_size=beam_size, **dtype)
     return {
         "tokens": tokens,
         "cache": cache,

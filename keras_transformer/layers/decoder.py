@@ -32,7 +32,10 @@ class Decoder(TransformerStackBase):
     `"key"`/`"value"` buffers. Call the decoder on one (or more) new
     positions with `cache` and `cache_index`; it returns `(outputs, cache)`.
     Nothing grows, so the loop compiles with XLA, and under XLA the new
-    positions are written into the buffers in place.
+    positions are written into the buffers in place. The buffers keep the
+    dtype `init_cache` gave them (the decoder does not autocast its call
+    arguments; float inputs are cast to the compute dtype in the embedding
+    step).
 
     Args:
         Same as `Encoder`.
@@ -80,7 +83,9 @@ class Decoder(TransformerStackBase):
     def has_cross_attention(self):
         return self.blocks[0].has_cross_attention
 
-    def init_cache(self, batch_size, max_length, encoder_outputs=None, beam_size=1):
+    def init_cache(
+        self, batch_size, max_length, encoder_outputs=None, beam_size=1, dtype=None
+    ):
         """An empty decoding cache for `max_length` target positions.
 
         Args:
@@ -103,6 +108,8 @@ class Decoder(TransformerStackBase):
                 sets the positions it writes to the row's own beam; to
                 reorder hypotheses (beam search), reorder the ancestry
                 rows, not the buffers.
+            dtype: float dtype of the key/value buffers. Defaults to the
+                compute dtype.
 
         Returns:
             `{"self": [per block {"key": (batch_size, kv_heads, max_length,
@@ -111,12 +118,14 @@ class Decoder(TransformerStackBase):
             (same)}]}` (`"cross"` is empty without an encoder), plus
             `"ancestry"` with `beam_size > 1` (the `"self"` buffers then have
             `max_length * beam_size` slots).
-            `kv_heads` is `num_key_value_heads` (default `num_heads`). The
-            `"self"` buffers are zeros in the compute dtype.
+            `kv_heads` is `num_key_value_heads` (default `num_heads`). All
+            buffers have `dtype`; the `"self"` ones are zeros.
         """
         cache = {
             "self": [
-                block.self_attention.init_cache(batch_size, max_length, beam_size)
+                block.self_attention.init_cache(
+                    batch_size, max_length, beam_size, dtype=dtype
+                )
                 for block in self.blocks
             ],
             "cross": [],
@@ -127,7 +136,7 @@ class Decoder(TransformerStackBase):
             if encoder_outputs is None:
                 raise ValueError("`encoder_outputs` is required by this decoder.")
             cache["cross"] = [
-                block.compute_cross_attention_cache(encoder_outputs)
+                block.compute_cross_attention_cache(encoder_outputs, dtype=dtype)
                 for block in self.blocks
             ]
         return cache

@@ -1,6 +1,7 @@
 """One decoder layer: masked self-attention, encoder-decoder attention, FFN."""
 
 import keras
+from keras import ops
 
 from keras_transformer.layers.transformer_block_base import TransformerBlockBase
 from keras_transformer.layers.utils import check_heads
@@ -29,7 +30,9 @@ class DecoderBlock(TransformerBlockBase):
     `compute_cross_attention_cache`) holds the encoder's projected keys and
     values in the same layout, computed once per source sentence; its batch
     size may divide the decoder's (the beams of one sentence share it, see
-    `MultiHeadAttention`).
+    `MultiHeadAttention`). The caches keep their own dtype: the block does
+    not autocast its call arguments, it casts `decoder_sequence` to the
+    compute dtype itself.
 
     Args:
         Same as `EncoderBlock`.
@@ -106,17 +109,20 @@ class DecoderBlock(TransformerBlockBase):
         self.feed_forward_dropout = self._dropout("feed_forward_dropout")
         self.built = True
 
-    def compute_cross_attention_cache(self, encoder_sequence):
+    def compute_cross_attention_cache(self, encoder_sequence, dtype=None):
         """Projected encoder keys/values for `cross_attention_cache`.
 
         Args:
             encoder_sequence: `(batch_size, source_length, d_model)`.
+            dtype: float dtype of the buffers. Defaults to the compute dtype.
 
         Returns:
             `{"key": (batch_size, num_key_value_heads, source_length,
             key_dim), "value": (same)}`.
         """
-        return self.cross_attention.compute_key_value_cache(encoder_sequence)
+        return self.cross_attention.compute_key_value_cache(
+            encoder_sequence, dtype=dtype
+        )
 
     def call(
         self,
@@ -146,7 +152,7 @@ class DecoderBlock(TransformerBlockBase):
             encoder_padding_mask = getattr(encoder_sequence, "_keras_mask", None)
         if self_attention_cache is not None:
             decoder_padding_mask = None
-        x = decoder_sequence  # (B, T, d_model)
+        x = ops.cast(decoder_sequence, self.compute_dtype)  # (B, T, d_model)
         scores = {}
 
         # Masked self-attention sub-layer.

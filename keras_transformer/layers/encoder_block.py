@@ -1,6 +1,7 @@
 """One encoder layer: self-attention and feed-forward sub-layers."""
 
 import keras
+from keras import ops
 
 from keras_transformer.layers.transformer_block_base import TransformerBlockBase
 from keras_transformer.layers.utils import check_heads
@@ -91,7 +92,7 @@ class EncoderBlock(TransformerBlockBase):
     ):
         if padding_mask is None:
             padding_mask = getattr(inputs, "_keras_mask", None)
-        x = inputs  # (B, S, d_model)
+        x = ops.cast(inputs, self.compute_dtype)  # (B, S, d_model)
 
         # Self-attention sub-layer.
         y = self._pre_norm(x, self.self_attention_layer_norm)

@@ -19,6 +19,21 @@ from keras_transformer.layers.utils import dynamic_update
 # The two buffers of a key/value cache.
 _CACHE_KEYS = ("key", "value")
 
+# The dtypes a key/value cache may have.
+CACHE_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def standardize_cache_dtype(dtype, name="dtype"):
+    """`dtype`'s standard name; a `ValueError` unless it is in `CACHE_DTYPES`."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(
+            f"`{name}` of a key/value cache must be a float dtype, one of "
+            f"{CACHE_DTYPES}. Received: {name}={dtype}"
+        )
+    return dtype
+
+
 # Masked scores are replaced (not offset) by this float32 value before softmax.
 _MASKED_SCORE = -1e9
 
@@ -59,7 +74,15 @@ class MultiHeadAttention(keras.layers.Layer):
     e.g. `generate()`), and a gather + select of core TensorFlow ops
     otherwise (eager, plain graphs, exported SavedModels); see
     `keras_transformer.layers.utils.dynamic_update`. Both give the same
-    values.
+    values. The buffers are in the compute dtype unless `init_cache` /
+    `compute_key_value_cache` are given another `dtype`; the attention dots
+    over a cache run in the cache's dtype (the queries and the attention
+    weights are cast to it; scores and softmax stay float32). The
+    layer does not autocast its call arguments (`autocast=False` by
+    default; its projections cast their inputs to the compute dtype), so a
+    float32 cache stays float32 under mixed precision: XLA:CPU computes
+    bf16/fp16 dots in float32, and a 16-bit cache would be converted in
+    full at every decoding step (see `decoding.generate`'s `cache_dtype`).
 
     Beam search keeps `R` hypotheses per sentence and reorders them after
     every step. A **beam cache** (`init_cache(groups, max_length,
@@ -206,6 +229,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 )
         if max_relative_position is not None:
             check_positive_int("max_relative_position", max_relative_position)
+        # Call arguments keep their dtype (a float32 cache stays float32);
+        # the projections cast their own inputs to the compute dtype.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.key_dim = key_dim
@@ -264,11 +290,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 name="relative_key_embeddings",
                 shape=(distances, self.key_dim),
                 initializer=clone_initializer(self.kernel_initializer),
+                autocast=False,  # cast explicitly where read
             )
             self.relative_value_embeddings = self.add_weight(
                 name="relative_value_embeddings",
                 shape=(distances, self._value_dim),
                 initializer=clone_initializer(self.kernel_initializer),
+                autocast=False,  # cast explicitly where read
             )
         self.output_dense = self._dense(
             self.output_dim or query_dim,
@@ -289,7 +317,10 @@ class MultiHeadAttention(keras.layers.Layer):
         batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (batch_size, length, num_heads, head_dim))
 
-    def init_cache(self, batch_size, max_length, beam_size=1):
+    def _cache_dtype(self, dtype):
+        return standardize_cache_dtype(self.compute_dtype if dtype is None else dtype)
+
+    def init_cache(self, batch_size, max_length, beam_size=1, dtype=None):
         """An empty (zero) self-attention cache for `max_length` positions.
 
         Args:
@@ -299,32 +330,38 @@ class MultiHeadAttention(keras.layers.Layer):
             beam_size: int. Above 1, a beam cache for queries of
                 `batch_size * beam_size` rows, read through
                 `cache_ancestry` (see the class docstring).
+            dtype: float dtype of the buffers. Defaults to the layer's
+                compute dtype.
 
         Returns:
             `{"key": (batch_size, num_key_value_heads, max_length, key_dim),
             "value": (batch_size, num_key_value_heads, max_length,
-            value_dim)}` in the layer's compute dtype; with `beam_size > 1`,
+            value_dim)}` of zeros; with `beam_size > 1`,
             `max_length * beam_size` slots instead of `max_length`.
         """
         check_positive_int("beam_size", beam_size)
+        dtype = self._cache_dtype(dtype)
         shape = (batch_size, self._kv_heads, max_length * beam_size)
         return {
-            "key": ops.zeros(shape + (self.key_dim,), self.compute_dtype),
-            "value": ops.zeros(shape + (self._value_dim,), self.compute_dtype),
+            "key": ops.zeros(shape + (self.key_dim,), dtype),
+            "value": ops.zeros(shape + (self._value_dim,), dtype),
         }
 
-    def compute_key_value_cache(self, value, key=None):
+    def compute_key_value_cache(self, value, key=None, dtype=None):
         """Projects `key`/`value` once, for attention over a fixed sequence.
 
         Args:
             value: `(batch_size, key_length, value_dim_in)`.
             key: optional, defaults to `value`.
+            dtype: float dtype of the buffers. Defaults to the layer's
+                compute dtype.
 
         Returns:
             `{"key": (batch_size, num_key_value_heads, key_length, key_dim),
             "value": (batch_size, num_key_value_heads, key_length,
             value_dim)}`, heads-major (transposed once, here).
         """
+        dtype = self._cache_dtype(dtype)
         if self.is_self_attention:
             raise ValueError(
                 "`compute_key_value_cache` is for attention over another "
@@ -334,8 +371,8 @@ class MultiHeadAttention(keras.layers.Layer):
         k = self._split_heads(self.key_dense(key), self._kv_heads, self.key_dim)
         v = self._split_heads(self.value_dense(value), self._kv_heads, self._value_dim)
         return {
-            "key": ops.transpose(k, (0, 2, 1, 3)),
-            "value": ops.transpose(v, (0, 2, 1, 3)),
+            "key": ops.cast(ops.transpose(k, (0, 2, 1, 3)), dtype),
+            "value": ops.cast(ops.transpose(v, (0, 2, 1, 3)), dtype),
         }
 
     @staticmethod
@@ -578,6 +615,8 @@ class MultiHeadAttention(keras.layers.Layer):
         q, k, v, cache, heads_major = self._project(
             query, value, key, cache, cache_index, beams
         )
+        if heads_major:  # attention over a cache runs in the cache's dtype
+            q = ops.cast(q, k.dtype)
         query_length = ops.shape(q)[1]
         key_length = ops.shape(k)[2 if heads_major else 1]
         beam_cache = cache_ancestry is not None
@@ -663,6 +702,8 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = self.dropout_layer(
             ops.cast(weights, self.compute_dtype), training=training
         )
+        if heads_major:
+            probs = ops.cast(probs, v.dtype)
         if beam_cache:
             context = self._ancestry_context(probs, v, one_hot)
         elif groups == 1:

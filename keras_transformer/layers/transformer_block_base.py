@@ -46,6 +46,10 @@ class TransformerBlockBase(keras.layers.Layer):
             ("activation_dropout", activation_dropout),
         ):
             check_rate(name, rate)
+        # Call arguments keep their dtype, so a decoding cache passes through
+        # in its own (see `MultiHeadAttention`); `call` casts the block's
+        # input to the compute dtype itself.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.d_ff = d_ff

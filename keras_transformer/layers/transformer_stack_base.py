@@ -66,6 +66,10 @@ class TransformerStackBase(keras.layers.Layer):
                 f"`position_encoding` must be one of {POSITION_ENCODINGS}. "
                 f"Received: position_encoding={position_encoding!r}"
             )
+        # Call arguments keep their dtype, so a decoding cache passes through
+        # in its own (see `MultiHeadAttention`); float inputs are cast to the
+        # compute dtype in `_embed`.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -167,7 +171,7 @@ class TransformerStackBase(keras.layers.Layer):
         else:
             if padding_mask is None:
                 padding_mask = getattr(inputs, "_keras_mask", None)
-            x = inputs
+            x = ops.cast(inputs, self.compute_dtype)
         if self.position_embedding is not None:
             # Add the float32 positions in float32, then cast back.
             position = self.position_embedding(x, start_index=start_index)

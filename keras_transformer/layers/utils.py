@@ -67,6 +67,21 @@ def in_xla_context():
         return False
 
 
+def has_accelerator():
+    """Whether TensorFlow sees a GPU or a TPU (else everything runs on CPUs).
+
+    Other Keras backends: `False` (not asked; only TensorFlow-specific code
+    paths use it).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return bool(
+        tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
+    )
+
+
 def dynamic_update(tensor, update, index, axis, in_place=None):
     """Writes `update` into `tensor` at `index` along `axis`; same shape out.
 

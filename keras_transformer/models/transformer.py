@@ -296,7 +296,7 @@ class Transformer(keras.Model):
         padding_mask = ops.not_equal(source_ids, self.pad_id)
         return self.encoder(x, padding_mask=padding_mask, training=training)
 
-    def init_cache(self, encoder_outputs, max_length, beam_size=1):
+    def init_cache(self, encoder_outputs, max_length, beam_size=1, dtype=None):
         """An empty decoding cache; see `Decoder.init_cache`.
 
         Args:
@@ -309,6 +309,9 @@ class Transformer(keras.Model):
                 sentence, `max_length * beam_size` slots) read through the
                 cache's `"ancestry"`; the cross-attention keys/values keep
                 one row per sentence, shared by its beams.
+            dtype: float dtype of the key/value buffers. Defaults to the
+                compute dtype; `generate()` picks float32 for a 16-bit
+                policy under XLA on a CPU (see its `cache_dtype`).
 
         Returns:
             `{"self": [per decoder block {"key": (batch_size, kv_heads,
@@ -321,7 +324,7 @@ class Transformer(keras.Model):
         """
         batch_size = ops.shape(encoder_outputs)[0]
         return self.decoder.init_cache(
-            batch_size, max_length, encoder_outputs, beam_size=beam_size
+            batch_size, max_length, encoder_outputs, beam_size=beam_size, dtype=dtype
         )
 
     def decode(
@@ -384,7 +387,7 @@ class Transformer(keras.Model):
 
         See `keras_transformer.decoding.generate` for the arguments
         (`max_length`, `beam_size`, `length_penalty`, `num_return_sequences`,
-        `return_scores`, `return_attention`, `jit_compile`).
+        `return_scores`, `return_attention`, `jit_compile`, `cache_dtype`).
         """
         return generate(self, source_ids, **kwargs)
 

@@ -16,6 +16,7 @@ import keras
 from keras_transformer import data
 from keras_transformer import model_directory as layout
 from keras_transformer.layers.utils import check_positive_int
+from keras_transformer.layers.utils import has_accelerator
 from keras_transformer.models.transformer import Transformer
 from keras_transformer.text import build_vocabularies
 from keras_transformer.text import load_vocabularies
@@ -220,12 +221,7 @@ def resolve_jit_compile(config, strategy):
         return False
     if config.jit_compile is not None:
         return config.jit_compile
-    import tensorflow as tf
-
-    accelerator = bool(
-        tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
-    )
-    if accelerator:
+    if has_accelerator():
         return True
     if config.mixed_precision == "mixed_bfloat16":
         return False

@@ -95,7 +95,8 @@ def attention_weights(
             the step that produced generated token `i` (the cross-attention
             is then the alignment of the model's translation, and its mean
             over heads in the last layer equals `generate(...,
-            return_attention=True)["attention"]`).
+            return_attention=True)["attention"]`; up to rounding under a
+            16-bit policy on a CPU, where `generate` keeps float32 caches).
         kind: `"encoder"` (encoder self-attention), `"decoder"` (masked
             decoder self-attention) or `"cross"` (encoder-decoder attention).
         return_tokens: bool, also return the ids labelling the two axes.

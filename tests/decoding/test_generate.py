@@ -1,3 +1,5 @@
+import importlib
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +11,9 @@ from keras_transformer.decoding import greedy_search
 from keras_transformer.special_tokens import BOS_ID
 from keras_transformer.special_tokens import EOS_ID
 from keras_transformer.special_tokens import PAD_ID
+
+# The module (`keras_transformer.decoding.generate` is also the function).
+generate_module = importlib.import_module("keras_transformer.decoding.generate")
 
 VOCAB = 24
 SOURCE = np.array([[5, 6, 7, 8, 9, 3], [10, 11, 12, 3, 0, 0], [13, 3, 0, 0, 0, 0]])
@@ -260,3 +265,67 @@ def test_beam_caches_with_ancestry_equal_caches_reordered_every_step(
     np.testing.assert_array_equal(library["ids"], reordered["ids"])
     np.testing.assert_allclose(library["scores"], reordered["scores"], atol=1e-5)
     np.testing.assert_allclose(library["attention"], reordered["attention"], atol=1e-5)
+
+
+def _tiny_model(policy="float32", **overrides):
+    keras.config.set_dtype_policy(policy)
+    keras.utils.set_random_seed(3)
+    config = dict(num_layers=2, d_model=16, num_heads=2, d_ff=32, dropout=0.0)
+    return Transformer(vocabulary_size=VOCAB, **{**config, **overrides})
+
+
+def test_cache_dtype_default(monkeypatch):
+    resolve = generate_module.resolve_cache_dtype
+    # None: the model's compute dtype (`init_cache` is called without one).
+    assert resolve(_tiny_model("float32"), jit_compile=True) is None
+    mixed = _tiny_model("mixed_bfloat16")
+    monkeypatch.setattr(generate_module, "has_accelerator", lambda: False)
+    # XLA:CPU computes 16-bit dots in float32: float32 caches.
+    assert resolve(mixed, jit_compile=True) == "float32"
+    assert resolve(_tiny_model("mixed_float16"), jit_compile=True) == "float32"
+    # Without XLA (an exported Translator's graph) and on accelerators: the
+    # compute dtype.
+    assert resolve(mixed, jit_compile=False) is None
+    monkeypatch.setattr(generate_module, "has_accelerator", lambda: True)
+    assert resolve(mixed, jit_compile=True) is None
+    assert resolve(mixed, jit_compile=True, cache_dtype="float32") == "float32"
+    with pytest.raises(ValueError, match="Received: cache_dtype=int32"):
+        resolve(mixed, jit_compile=True, cache_dtype="int32")
+
+
+def test_generate_under_mixed_bfloat16_uses_float32_caches_on_cpu(monkeypatch):
+    monkeypatch.setattr(generate_module, "has_accelerator", lambda: False)
+    model = _tiny_model("mixed_bfloat16")
+    model.generate(SOURCE, max_length=4)
+    model.generate(SOURCE, max_length=4, jit_compile=False)
+    # (max_length, beam, alpha, n, attention, cache dtype, jit_compile)
+    assert {(key[5], key[6]) for key in model._generate_functions} == {
+        ("float32", True),
+        (None, False),
+    }
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_generate_under_mixed_bfloat16_with_float32_caches(trained_model, beam_size):
+    # The trained copy model's weights under mixed_bfloat16: clear argmax
+    # margins, so the caches' rounding cannot flip a token. (The attention
+    # variants with float32 caches: tests/models/test_transformer.py.)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    config = dict(num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0)
+    model = Transformer(vocabulary_size=VOCAB, **config)
+    model.build()
+    model.set_weights(trained_model.get_weights())
+    kwargs = dict(max_length=8, beam_size=beam_size, return_scores=True)
+    runs = {
+        (cache_dtype, jit): model.generate(
+            SOURCE, cache_dtype=cache_dtype, jit_compile=jit, **kwargs
+        )
+        for cache_dtype in ("float32", "bfloat16")
+        for jit in (True, False)
+    }
+    reference = runs[("bfloat16", False)]  # what an exported Translator runs
+    for out in runs.values():
+        np.testing.assert_array_equal(out["ids"], reference["ids"])
+        np.testing.assert_allclose(out["scores"], reference["scores"], atol=0.1)
+    # And it still translates: it copies the source.
+    np.testing.assert_array_equal(runs[("float32", True)]["ids"][0, :6], SOURCE[0])

@@ -261,13 +261,15 @@ def test_old_stacked_cache_is_rejected():
         layer(x, cache=np.zeros((B, 2, T, H, DK), "float32"), cache_index=0)
 
 
+@pytest.mark.parametrize("cache_dtype", [None, "float32"])
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_cache_under_mixed_precision(policy):
+def test_cache_under_mixed_precision(policy, cache_dtype):
     layer = MultiHeadAttention(num_heads=H, key_dim=DK, dtype=policy)
     x = _random(B, T, D)
     full = np.asarray(keras.ops.cast(layer(x, causal=True), "float32"))
-    cache = layer.init_cache(B, T)
-    assert cache["key"].dtype == layer.compute_dtype
+    cache = layer.init_cache(B, T, dtype=cache_dtype)
+    expected_dtype = cache_dtype or layer.compute_dtype
+    assert cache["key"].dtype == expected_dtype
     step = tf.function(
         lambda token, cache, index: layer(
             token, cache=cache, cache_index=index, causal=True
@@ -278,9 +280,88 @@ def test_cache_under_mixed_precision(policy):
     steps = []
     for index in range(T):
         out, cache = step(x[:, index : index + 1], cache, tf.constant(index))
+        assert out.dtype == layer.compute_dtype
         steps.append(np.asarray(keras.ops.cast(out, "float32")))
-    assert cache["value"].dtype == layer.compute_dtype
+    # The layer does not autocast its call arguments: a float32 cache is not
+    # cast to 16 bits on the way in (the loop would change its dtype).
+    for buffer in cache.values():
+        assert buffer.dtype == expected_dtype
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=0.05)
+    # The stored keys are the 16-bit projections (up to a 16-bit rounding:
+    # one position at a time under XLA here, all at once eagerly there).
+    keys = keras.ops.split(layer.query_key_value_dense(x), 3, axis=-1)[1]
+    keys = np.asarray(keras.ops.cast(keys, "float32")).reshape(B, T, H, DK)
+    np.testing.assert_allclose(
+        np.asarray(keras.ops.cast(cache["key"], "float32")),
+        keys.transpose(0, 2, 1, 3),
+        rtol=1e-2,
+        atol=1e-2,
+    )
+
+
+def _dtype(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def test_float32_caches_under_mixed_precision_beam_and_cross_attention():
+    policy = "mixed_bfloat16"
+    self_attention = MultiHeadAttention(num_heads=H, key_dim=DK, dtype=policy)
+    cross_attention = MultiHeadAttention(num_heads=H, key_dim=DK, dtype=policy)
+    groups, beams = 2, 3
+    x = _random(groups * beams, T, D)
+    memory = _random(groups, S, D)
+    self_attention(x[:, :1])
+    reference = cross_attention(x, value=np.repeat(memory, beams, axis=0))
+    cross_cache = cross_attention.compute_key_value_cache(memory, dtype="float32")
+    assert {_dtype(b) for b in cross_cache.values()} == {"float32"}
+    out, cross_cache = cross_attention(x, cache=cross_cache)
+    assert _dtype(out) == "bfloat16"
+    # Not autocast on the way in: still float32.
+    assert {_dtype(b) for b in cross_cache.values()} == {"float32"}
+    np.testing.assert_allclose(
+        keras.ops.cast(out, "float32"), keras.ops.cast(reference, "float32"), atol=0.05
+    )
+
+    # Beam caches over T steps, hypotheses reordered after each step (the
+    # ancestry), float32 buffers against 16-bit ones.
+    rng = np.random.default_rng(0)
+    step = tf.function(
+        lambda token, cache, index, ancestry: self_attention(
+            token, cache=cache, cache_index=index, cache_ancestry=ancestry, causal=True
+        ),
+        jit_compile=True,
+        autograph=False,
+    )
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        cache = self_attention.init_cache(groups, T, beam_size=beams, dtype=dtype)
+        ancestry = np.broadcast_to(np.arange(beams)[None, :, None], (groups, beams, T))
+        rng = np.random.default_rng(0)
+        steps = []
+        for index in range(T):
+            own = np.array(ancestry)
+            own[:, :, index] = np.arange(beams)  # the new position: own beam
+            out, cache = step(x[:, index : index + 1], cache, tf.constant(index), own)
+            assert _dtype(out) == "bfloat16"
+            assert {_dtype(b) for b in cache.values()} == {dtype}
+            steps.append(np.asarray(keras.ops.cast(out, "float32")))
+            # Reorder the hypotheses of each group (as beam search does).
+            order = np.stack([rng.permutation(beams) for _ in range(groups)])
+            ancestry = np.take_along_axis(own, order[:, :, None], axis=1)
+        outputs[dtype] = np.concatenate(steps, axis=1)
+    np.testing.assert_allclose(outputs["float32"], outputs["bfloat16"], atol=0.05)
+    assert np.abs(outputs["float32"]).max() > 0.1  # not trivially equal
+
+
+def test_cache_dtype_must_be_a_float_dtype():
+    layer = MultiHeadAttention(num_heads=H, key_dim=DK)
+    layer(_random(B, 1, D))
+    with pytest.raises(ValueError, match="float dtype.*Received: dtype=int32"):
+        layer.init_cache(B, T, dtype="int32")
+    cross = MultiHeadAttention(num_heads=H, key_dim=DK)
+    cross(_random(B, 1, D), value=_random(B, S, D))
+    with pytest.raises(ValueError, match="float dtype"):
+        cross.compute_key_value_cache(_random(B, S, D), dtype="bool")
 
 
 def test_grouped_query_attention_with_all_heads_equals_standard():

@@ -69,6 +69,51 @@ def test_cached_decoding_equals_full_decoder_pass(jit_compile):
     np.testing.assert_allclose(logits[real], full[real], atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"position_encoding": "rotary"},
+        {"position_encoding": "relative", "max_relative_position": 3},
+        {"position_encoding": "learned"},
+        {"num_key_value_heads": 1},
+    ],
+)
+@pytest.mark.parametrize("cache_dtype", [None, "float32"])
+def test_cached_decoding_under_mixed_bfloat16_keeps_the_cache_dtype(
+    cache_dtype, variant
+):
+    # Decoder, DecoderBlock and MultiHeadAttention do not autocast their call
+    # arguments: a float32 cache stays float32 through `decode` (XLA:CPU
+    # would otherwise convert a 16-bit cache in full at every step).
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = _tiny(num_decoder_layers=3, dropout=0.0, **variant)
+    full = _logits(model)
+    cache = model.init_cache(
+        model.encode(SOURCE), max_length=TARGET_IN.shape[1], dtype=cache_dtype
+    )
+    expected = cache_dtype or "bfloat16"
+
+    @tf.function(jit_compile=True, autograph=False)
+    def step(ids, cache, index):
+        return model.decode(
+            ids, None, source_padding_mask=SOURCE != 0, cache=cache, cache_index=index
+        )
+
+    logits = []
+    for index in range(TARGET_IN.shape[1]):
+        out, cache = step(TARGET_IN[:, index : index + 1], cache, tf.constant(index))
+        logits.append(np.asarray(out))
+    for part in ("self", "cross"):
+        for buffers in cache[part]:
+            for buffer in buffers.values():
+                assert keras.backend.standardize_dtype(buffer.dtype) == expected
+    real = TARGET_IN != 0
+    np.testing.assert_allclose(
+        np.concatenate(logits, axis=1)[real], full[real], atol=0.1
+    )
+
+
 @pytest.mark.parametrize("num_heads, num_key_value_heads", [(2, None), (4, 2), (4, 1)])
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_cache_layout_and_size(num_heads, num_key_value_heads, beam_size):

@@ -81,8 +81,8 @@ the tied output projection and the loss on padded target positions cost.
 `baseline` computes the `(B, T, V)` logits and
 `training.losses.token_cross_entropy` (eps 0.1) at every position and masks
 the padding; `real_rows` takes the decoder's hidden states, puts the real
-target positions first (the stable partition of
-`layers.utils.apply_to_real_positions`), and projects and scores only the
+target positions first (`layers.utils.real_first_order`, the stable
+partition of `apply_to_real_positions`), and projects and scores only the
 chunks of 512 rows holding one (a chunk without one is an `ops.cond`
 branch not taken), so no `(B, T, V)` logits are formed or reordered. The
 same loss value (checked); it needs the labels inside the step, which
@@ -746,6 +746,7 @@ def _real_rows_loss(model, x, y, label_smoothing=0.1, chunk=512):
     """The masked token-mean loss, projecting and scoring real rows only."""
     from keras import ops
 
+    from keras_transformer.layers.utils import real_first_order
     from keras_transformer.training.losses import token_cross_entropy
 
     source, target = x["source"], x["target"]
@@ -759,12 +760,8 @@ def _real_rows_loss(model, x, y, label_smoothing=0.1, chunk=512):
     kernel = model.target_embedding.output_projection()  # (d, V)
     rows = ops.reshape(hidden, (-1, hidden.shape[-1]))  # (N, d)
     labels = ops.reshape(y, (-1,))  # (N,)
-    real = ops.cast(ops.not_equal(labels, model.pad_id), "int32")
-    num_rows, num_real = rows.shape[0], ops.sum(real)
-    destination = ops.where(
-        real > 0, ops.cumsum(real) - 1, num_real + ops.cumsum(1 - real) - 1
-    )
-    order = ops.argsort(destination)  # real rows first
+    order, _, num_real = real_first_order(ops.not_equal(labels, model.pad_id))
+    num_rows = rows.shape[0]
     padded = -(-num_rows // chunk) * chunk - num_rows
     rows = ops.pad(ops.take(rows, order, axis=0), [(0, padded), (0, 0)])
     labels = ops.pad(ops.take(labels, order, axis=0), [(0, padded)])

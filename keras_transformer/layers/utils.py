@@ -190,6 +190,29 @@ def apply_to_real_positions(function, inputs, padding_mask, output_dim):
     return ops.reshape(outputs, out_shape)
 
 
+def real_first_order(real):
+    """The stable partition that puts the real rows first.
+
+    Args:
+        real: bool `(N,)`, `True` for real rows.
+
+    Returns:
+        `(order, destination, num_real)`: int `(N,)` `order` (the row that
+        goes to each slot: real rows first, each group in its input order),
+        its inverse `destination` (the slot of each row) and the scalar
+        number of real rows.
+    """
+    real_int = ops.cast(real, "int32")
+    num_real = ops.sum(real_int)
+    # Real row i goes to slot (real rows before it), padded row i after all
+    # real rows; `destination` is a permutation of 0..N-1.
+    destination = ops.where(
+        real, ops.cumsum(real_int) - 1, num_real + ops.cumsum(1 - real_int) - 1
+    )
+    order = ops.argsort(destination)
+    return order, destination, num_real
+
+
 def _real_rows_in_chunks(function, rows, real):
     """`apply_to_real_positions` with static shapes: (N, d_in) -> (N, d_out).
 
@@ -200,14 +223,7 @@ def _real_rows_in_chunks(function, rows, real):
     num_rows = rows.shape[0]
     chunk = max(_MIN_CHUNK_ROWS, -(-num_rows // _MAX_CHUNKS))
     num_chunks = -(-num_rows // chunk)
-    real_int = ops.cast(real, "int32")
-    num_real = ops.sum(real_int)
-    # Stable partition: real row i goes to slot (real rows before it), padded
-    # row i after all real rows; `destination` is a permutation of 0..N-1.
-    destination = ops.where(
-        real, ops.cumsum(real_int) - 1, num_real + ops.cumsum(1 - real_int) - 1
-    )
-    order = ops.argsort(destination)  # (N,), the row that goes to each slot
+    order, destination, num_real = real_first_order(real)
     ordered = ops.take(rows, order, axis=0)  # (N, d_in), real rows first
     ordered = ops.pad(ordered, [(0, num_chunks * chunk - num_rows), (0, 0)])
     first = function(ordered[:chunk])  # (chunk, d_out)

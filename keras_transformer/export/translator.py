@@ -2,8 +2,8 @@
 
 import tensorflow as tf
 
-from keras_transformer.decoding.generate import EXTRA_LENGTH
-from keras_transformer.decoding.generate import search_function
+from keras_transformer.decoding.generation import EXTRA_LENGTH
+from keras_transformer.decoding.generation import search_function
 from keras_transformer.text.subword_tokenizer import sanitize_utf8
 
 

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_transformer.layers.decoder_block import DecoderBlock
 from keras_transformer.layers.transformer_stack_base import TransformerStackBase
-from keras_transformer.layers.utils import dynamic_update
+from keras_transformer.utils import dynamic_update
 
 
 def _own_beams(groups, beams, length):

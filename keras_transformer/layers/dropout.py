@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_transformer.layers.utils import in_xla_context
+from keras_transformer.utils import in_xla_context
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_transformer.layers.transformer_block_base import TransformerBlockBase
-from keras_transformer.layers.utils import check_heads
+from keras_transformer.utils import check_heads
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

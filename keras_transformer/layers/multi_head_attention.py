@@ -11,28 +11,14 @@ from keras_transformer.layers.masking import merge_masks
 from keras_transformer.layers.sinusoidal_positional_encoding import (
     SinusoidalPositionalEncoding,
 )
-from keras_transformer.layers.utils import check_positive_int
-from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
-from keras_transformer.layers.utils import dynamic_update
+from keras_transformer.utils import check_positive_int
+from keras_transformer.utils import check_rate
+from keras_transformer.utils import dynamic_update
+from keras_transformer.utils import standardize_cache_dtype
 
 # The two buffers of a key/value cache.
 _CACHE_KEYS = ("key", "value")
-
-# The dtypes a key/value cache may have.
-CACHE_DTYPES = ("float16", "bfloat16", "float32", "float64")
-
-
-def standardize_cache_dtype(dtype, name="dtype"):
-    """`dtype`'s standard name; a `ValueError` unless it is in `CACHE_DTYPES`."""
-    dtype = keras.backend.standardize_dtype(dtype)
-    if dtype not in CACHE_DTYPES:
-        raise ValueError(
-            f"`{name}` of a key/value cache must be a float dtype, one of "
-            f"{CACHE_DTYPES}. Received: {name}={dtype}"
-        )
-    return dtype
-
 
 # Masked scores are replaced (not offset) by this float32 value before softmax.
 _MASKED_SCORE = -1e9

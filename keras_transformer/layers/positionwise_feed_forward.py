@@ -4,9 +4,9 @@ import keras
 
 from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.utils import apply_to_real_positions
-from keras_transformer.layers.utils import check_positive_int
-from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
+from keras_transformer.utils import check_positive_int
+from keras_transformer.utils import check_rate
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

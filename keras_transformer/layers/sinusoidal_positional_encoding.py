@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformer.layers.utils import check_positive_int
+from keras_transformer.utils import check_positive_int
 
 # Each frequency is split into three float32 parts of at most 8 significant
 # bits, so `position * part` is exact for positions below 2**16.

@@ -5,8 +5,8 @@ import math
 import keras
 from keras import ops
 
-from keras_transformer.layers.utils import check_positive_int
 from keras_transformer.special_tokens import PAD_ID
+from keras_transformer.utils import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

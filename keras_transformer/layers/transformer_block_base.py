@@ -5,9 +5,9 @@ import keras
 from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.multi_head_attention import MultiHeadAttention
 from keras_transformer.layers.positionwise_feed_forward import PositionwiseFeedForward
-from keras_transformer.layers.utils import check_positive_int
-from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
+from keras_transformer.utils import check_positive_int
+from keras_transformer.utils import check_rate
 
 
 class TransformerBlockBase(keras.layers.Layer):

@@ -11,11 +11,11 @@ from keras_transformer.layers.sinusoidal_positional_encoding import (
     SinusoidalPositionalEncoding,
 )
 from keras_transformer.layers.token_embedding import TokenEmbedding
-from keras_transformer.layers.utils import check_heads
-from keras_transformer.layers.utils import check_positive_int
-from keras_transformer.layers.utils import check_rate
 from keras_transformer.layers.utils import clone_initializer
 from keras_transformer.special_tokens import PAD_ID
+from keras_transformer.utils import check_heads
+from keras_transformer.utils import check_positive_int
+from keras_transformer.utils import check_rate
 
 POSITION_ENCODINGS = ("sinusoidal", "learned", "rotary", "relative")
 

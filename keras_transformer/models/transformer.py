@@ -5,15 +5,16 @@ import copy
 import keras
 from keras import ops
 
-from keras_transformer.decoding.generate import generate
+from keras_transformer.decoding.generation import generate
 from keras_transformer.layers.decoder import Decoder
 from keras_transformer.layers.encoder import Encoder
 from keras_transformer.layers.token_embedding import TokenEmbedding
-from keras_transformer.layers.utils import check_heads
-from keras_transformer.layers.utils import check_positive_int
+from keras_transformer.models.replica_build import symbolic_build_from_one_replica
 from keras_transformer.special_tokens import BOS_ID
 from keras_transformer.special_tokens import EOS_ID
 from keras_transformer.special_tokens import PAD_ID
+from keras_transformer.utils import check_heads
+from keras_transformer.utils import check_positive_int
 
 PRESETS = {
     # Table 3 of the paper, "base" and "big".
@@ -404,8 +405,6 @@ class Transformer(keras.Model):
         strategy = getattr(self, "_distribute_strategy", None)
         if strategy is None or iterator is None or data_batch is not None:
             return super()._maybe_symbolic_build(iterator, data_batch)
-        from keras_transformer.training.strategy import symbolic_build_from_one_replica
-
         return symbolic_build_from_one_replica(self, iterator)
 
     def call(self, inputs, training=None):

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_transformer.layers.utils import in_xla_context
 from keras_transformer.special_tokens import PAD_ID
+from keras_transformer.utils import in_xla_context
 
 
 def _check_label_smoothing(label_smoothing):

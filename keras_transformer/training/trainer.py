@@ -15,8 +15,6 @@ import keras
 
 from keras_transformer import data
 from keras_transformer import model_directory as layout
-from keras_transformer.layers.utils import check_positive_int
-from keras_transformer.layers.utils import has_accelerator
 from keras_transformer.models.transformer import Transformer
 from keras_transformer.text import build_vocabularies
 from keras_transformer.text import load_vocabularies
@@ -34,6 +32,8 @@ from keras_transformer.training.resume import fit_by_epoch
 from keras_transformer.training.resume import restore_latest
 from keras_transformer.training.schedules import transformer_optimizer
 from keras_transformer.training.strategy import get_strategy
+from keras_transformer.utils import check_positive_int
+from keras_transformer.utils import has_accelerator
 
 RESUME_DIR = "resume"
 TRAIN_STATE_DIR = "train_state"  # multi-worker checkpoints (tf.train)

@@ -12,8 +12,7 @@ from keras_transformer.special_tokens import BOS_ID
 from keras_transformer.special_tokens import EOS_ID
 from keras_transformer.special_tokens import PAD_ID
 
-# The module (`keras_transformer.decoding.generate` is also the function).
-generate_module = importlib.import_module("keras_transformer.decoding.generate")
+generate_module = importlib.import_module("keras_transformer.decoding.generation")
 
 VOCAB = 24
 SOURCE = np.array([[5, 6, 7, 8, 9, 3], [10, 11, 12, 3, 0, 0], [13, 3, 0, 0, 0, 0]])
@@ -279,14 +278,14 @@ def test_cache_dtype_default(monkeypatch):
     # None: the model's compute dtype (`init_cache` is called without one).
     assert resolve(_tiny_model("float32"), jit_compile=True) is None
     mixed = _tiny_model("mixed_bfloat16")
-    monkeypatch.setattr(generate_module, "has_accelerator", lambda: False)
+    monkeypatch.setattr(generate_module, "cpu_tuned_paths", lambda: True)
     # XLA:CPU computes 16-bit dots in float32: float32 caches.
     assert resolve(mixed, jit_compile=True) == "float32"
     assert resolve(_tiny_model("mixed_float16"), jit_compile=True) == "float32"
     # Without XLA (an exported Translator's graph) and on accelerators: the
     # compute dtype.
     assert resolve(mixed, jit_compile=False) is None
-    monkeypatch.setattr(generate_module, "has_accelerator", lambda: True)
+    monkeypatch.setattr(generate_module, "cpu_tuned_paths", lambda: False)
     assert resolve(mixed, jit_compile=True) is None
     assert resolve(mixed, jit_compile=True, cache_dtype="float32") == "float32"
     with pytest.raises(ValueError, match="Received: cache_dtype=int32"):
@@ -294,7 +293,7 @@ def test_cache_dtype_default(monkeypatch):
 
 
 def test_generate_under_mixed_bfloat16_uses_float32_caches_on_cpu(monkeypatch):
-    monkeypatch.setattr(generate_module, "has_accelerator", lambda: False)
+    monkeypatch.setattr(generate_module, "cpu_tuned_paths", lambda: True)
     model = _tiny_model("mixed_bfloat16")
     model.generate(SOURCE, max_length=4)
     model.generate(SOURCE, max_length=4, jit_compile=False)

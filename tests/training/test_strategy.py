@@ -108,7 +108,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(workers):
 def test_trainer_under_mirrored_on_two_logical_cpus(workers):
     """`train --strategy mirrored` end to end, validation included: its last
     batch is split unevenly across the 2 replicas (Keras 3.15 alone fails
-    there, see `strategy.symbolic_build_from_one_replica`)."""
+    there, see `models.replica_build.symbolic_build_from_one_replica`)."""
     trainer = workers.result("mirrored_trainer")
     assert (trainer["strategy"], trainer["replicas"]) == ("MirroredStrategy", 2)
     assert trainer["steps"] > 0

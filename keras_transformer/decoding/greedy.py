@@ -6,7 +6,7 @@ from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import first_argmax
 from keras_transformer.decoding.utils import next_token_log_probs
 from keras_transformer.decoding.utils import start_state
-from keras_transformer.layers.utils import dynamic_update
+from keras_transformer.utils import dynamic_update
 
 
 def greedy_search(

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_transformer.decoding.beam_search import beam_search
-from keras_transformer.decoding.greedy_search import greedy_search
-from keras_transformer.layers.multi_head_attention import standardize_cache_dtype
-from keras_transformer.layers.utils import has_accelerator
+from keras_transformer.decoding.beam import beam_search
+from keras_transformer.decoding.greedy import greedy_search
+from keras_transformer.utils import cpu_tuned_paths
+from keras_transformer.utils import standardize_cache_dtype
 
 # The paper's maximum output length: input length + 50.
 EXTRA_LENGTH = 50
@@ -46,7 +46,7 @@ def resolve_cache_dtype(model, jit_compile, cache_dtype=None):
     if cache_dtype is not None:
         return standardize_cache_dtype(cache_dtype, "cache_dtype")
     compute = keras.backend.standardize_dtype(model.compute_dtype)
-    if jit_compile and compute in ("bfloat16", "float16") and not has_accelerator():
+    if jit_compile and compute in ("bfloat16", "float16") and cpu_tuned_paths():
         return "float32"
     return None
 

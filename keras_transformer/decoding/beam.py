@@ -6,7 +6,7 @@ from keras_transformer.decoding.utils import best_extensions
 from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import length_penalty
 from keras_transformer.decoding.utils import start_state
-from keras_transformer.layers.utils import dynamic_update
+from keras_transformer.utils import dynamic_update
 
 # Score of impossible hypotheses (dead beams, empty finished slots). A large
 # finite number, so no arithmetic on it produces NaN.

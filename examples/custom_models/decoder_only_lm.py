@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_transformer.decoding.generation import resolve_cache_dtype
 from keras_transformer.layers import Decoder
 from keras_transformer.layers import TokenEmbedding
 from keras_transformer.special_tokens import BOS_ID
@@ -239,11 +240,14 @@ class DecoderOnlyLM(keras.Model):
         x, cache = self.decoder(x, cache=cache, cache_index=cache_index, training=False)
         return self.embedding.logits(x), cache
 
-    def _cached_search(self, prompt_ids, max_new_tokens):
-        """Greedy search with the fixed-size cache, as one while loop."""
+    def _cached_search(self, prompt_ids, max_new_tokens, cache_dtype=None):
+        """Greedy search with the fixed-size cache, as one while loop.
+
+        `cache_dtype`: of the key/value buffers; `None` for the compute dtype.
+        """
         batch_size, prompt_length = ops.shape(prompt_ids)[0], prompt_ids.shape[1]
         max_length = prompt_length + max_new_tokens
-        cache = self.decoder.init_cache(batch_size, max_length)
+        cache = self.decoder.init_cache(batch_size, max_length, dtype=cache_dtype)
         # Prefill: the whole prompt in one call, written at positions 0..P-1.
         logits, cache = self._step(prompt_ids, cache, 0)
         last_logits = logits[:, -1]  # (B, V)
@@ -291,7 +295,10 @@ class DecoderOnlyLM(keras.Model):
             max_new_tokens: int, tokens to generate; rows that produce EOS
                 are padded with `pad_id` after it.
             jit_compile: bool, compile the search loop with XLA (one
-                compilation per prompt shape).
+                compilation per prompt shape). The key/value caches get the
+                library's dtype for the search
+                (`keras_transformer.decoding.generation.resolve_cache_dtype`):
+                float32 for a 16-bit model compiled on a CPU.
             return_logits: bool, also return the float32 logits each token
                 was chosen from, `(batch_size, max_new_tokens, vocabulary)`
                 (zeros after the search stopped).
@@ -307,8 +314,9 @@ class DecoderOnlyLM(keras.Model):
         # A plain dict in __dict__, so Keras does not track it.
         functions = self.__dict__.setdefault("_generate_functions", {})
         if key not in functions:
+            cache_dtype = resolve_cache_dtype(self, jit_compile)
             functions[key] = tf.function(
-                lambda ids: self._cached_search(ids, key[1]),
+                lambda ids: self._cached_search(ids, key[1], cache_dtype),
                 jit_compile=jit_compile,
                 autograph=False,
             )

@@ -28,6 +28,7 @@ import wmt_common as common  # noqa: E402
 
 from keras_transformer.text import load_vocabularies  # noqa: E402
 from keras_transformer.training.checkpoints import average_checkpoints  # noqa: E402
+from keras_transformer.training.trainer import SetupError  # noqa: E402
 
 
 def build_parser():
@@ -50,10 +51,10 @@ def main(argv=None, log=print):
     config = common.require_config(model_dir)
     last = args.last or common.AVERAGE_LAST.get(config["preset"], 5)
     if last < 1:
-        raise common.UserError(f"--last must be at least 1, not {last}")
+        raise SetupError(f"--last must be at least 1, not {last}")
     checkpoints = common.list_checkpoints(model_dir)[-last:]
     if not checkpoints:
-        raise common.UserError(
+        raise SetupError(
             f"No checkpoint in {common.join(model_dir, common.CHECKPOINT_DIR)}; "
             "train first."
         )

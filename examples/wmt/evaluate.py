@@ -131,16 +131,10 @@ def translate_sorted(translator, sources, batch_size):
 def main(argv=None, log=print):
     """Returns the scores dict (also written to DIR/eval/...json)."""
     args = build_parser().parse_args(argv)
-    model_dir = args.model_dir
-    config = common.require_config(model_dir)
+    config = common.require_config(args.model_dir)
     args.direction = config["direction"]
-    model, tokenizer, weights = common.load_trained(model_dir, args.checkpoint)
-    with common.mock_data(args.mock_examples):
-        pairs = list(common.load_pairs(args, args.split))
-    if args.max_sentences:
-        pairs = pairs[: args.max_sentences]
-    sources = [source for source, _ in pairs]
-    references = [target for _, target in pairs]
+    model, tokenizer, weights = common.load_trained(args.model_dir, args.checkpoint)
+    sources, references = _test_pairs(args)
     translator = Translator(
         model,
         tokenizer,
@@ -150,19 +144,42 @@ def main(argv=None, log=print):
         max_input_tokens=args.max_input_tokens,
         max_extra_length=args.max_extra_length,
     )
-    test_set = SPLIT_NAMES[args.split]
     log(
-        f"Translating {len(sources)} sentences of {test_set} ({args.direction}) "
-        f"with {weights}: beam {args.beam_size}, alpha {args.length_penalty}, "
-        f"max length input + {args.max_extra_length}."
+        f"Translating {len(sources)} sentences of {SPLIT_NAMES[args.split]} "
+        f"({args.direction}) with {weights}: beam {args.beam_size}, alpha "
+        f"{args.length_penalty}, max length input + {args.max_extra_length}."
     )
     hypotheses = translate_sorted(translator, sources, args.batch_size)
+    scores = score(args, hypotheses, references, weights)
+    log(format_scores(scores))
+    stem = _write_results(args, weights, hypotheses, scores)
+    scores["translations_file"] = stem + ".txt"
+    scores["scores_file"] = stem + ".json"
+    log(f"Wrote {stem}.txt and {stem}.json.")
+    return scores
+
+
+def _test_pairs(args):
+    """`(sources, references)` of `--split`, the first `--max-sentences`."""
+    with common.mock_data(args.mock_examples):
+        pairs = list(common.load_pairs(args, args.split))
+    if args.max_sentences:
+        pairs = pairs[: args.max_sentences]
+    return [source for source, _ in pairs], [target for _, target in pairs]
+
+
+def score(args, hypotheses, references, weights):
+    """The scores dict: sacreBLEU, chrF and tokenized BLEU, with settings.
+
+    Raises:
+        RuntimeError: when a score is not a finite number.
+    """
     detokenized = score_translations(hypotheses, references, "13a")
     tokenized = tokenized_bleu(hypotheses, references, args.tok_bleu_tokenizer)
     scores = {
-        "test_set": test_set,
+        "test_set": SPLIT_NAMES[args.split],
         "direction": args.direction,
-        "sentences": len(sources),
+        "sentences": len(hypotheses),
         "weights": weights,
         "beam_size": args.beam_size,
         "length_penalty": args.length_penalty,
@@ -177,28 +194,39 @@ def main(argv=None, log=print):
     for key in ("sacrebleu", "chrf", "tokenized_bleu"):
         if not math.isfinite(scores[key]):
             raise RuntimeError(f"{key} is {scores[key]}")
-    log(
-        f"{test_set} {args.direction}, {len(sources)} sentences:\n"
+    return scores
+
+
+def format_scores(scores):
+    """The scores of `score`, labelled, as printed."""
+    return (
+        f"{scores['test_set']} {scores['direction']}, {scores['sentences']} "
+        "sentences:\n"
         f"  sacreBLEU, detokenized (standard)      {scores['sacrebleu']:6.2f}  "
         f"{scores['sacrebleu_signature']}\n"
         f"  chrF                                   {scores['chrf']:6.2f}  "
         f"{scores['chrf_signature']}\n"
         f"  tokenized BLEU, compound-split         {scores['tokenized_bleu']:6.2f}  "
-        f"({tokenized['note']}; the paper's convention: compare the paper's "
-        "27.3/28.4 with this one, not with sacreBLEU)"
+        f"({scores['tokenized_bleu_note']}; the paper's convention: compare the "
+        "paper's 27.3/28.4 with this one, not with sacreBLEU)"
     )
+
+
+def _write_results(args, weights, hypotheses, scores):
+    """Writes DIR/eval/<split>-<direction>-<checkpoint>.txt and .json.
+
+    Returns:
+        The path of both files without their extension.
+    """
     name = os.path.basename(weights).replace(common.CHECKPOINT_SUFFIX, "")
     stem = common.join(
-        model_dir, common.EVAL_DIR, f"{args.split}-{args.direction}-{name}"
+        args.model_dir, common.EVAL_DIR, f"{args.split}-{args.direction}-{name}"
     )
     tf.io.gfile.makedirs(os.path.dirname(stem))
     with tf.io.gfile.GFile(stem + ".txt", "w") as f:
         f.write("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
     common.write_json(stem + ".json", scores)
-    scores["translations_file"] = stem + ".txt"
-    scores["scores_file"] = stem + ".json"
-    log(f"Wrote {stem}.txt and {stem}.json.")
-    return scores
+    return stem
 
 
 if __name__ == "__main__":

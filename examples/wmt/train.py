@@ -39,15 +39,20 @@ import tensorflow as tf  # noqa: E402
 import wmt_common as common  # noqa: E402
 
 from keras_transformer.training.strategy import get_strategy  # noqa: E402
+from keras_transformer.training.trainer import SetupError  # noqa: E402
 from keras_transformer.training.trainer import build_model  # noqa: E402
 
 
-class StepCheckpoint(keras.callbacks.Callback):
+class IntervalCheckpoint(keras.callbacks.Callback):
     """Saves `ckpt-<step>.weights.h5` at each epoch end; keeps the last `keep`.
 
     The file holds the model's and the optimizer's variables (Keras's
-    `save_weights`), so training resumes exactly, schedule included. It is
-    written locally and copied, so DIR may be on Cloud Storage.
+    `save_weights`), so training resumes with the same weights and schedule;
+    the data restarts with a new seed. It is written locally and copied, so
+    DIR may be on Cloud Storage. (The library's
+    `keras_transformer.training.resume.StepCheckpoint` also saves the data
+    position and resumes by reading the consumed batches again: for a long
+    run on an endless stream that means the whole run's data.)
     """
 
     def __init__(self, model_dir, keep=None, log=print):
@@ -182,7 +187,7 @@ def train(args, log=print):
     try:
         strategy = get_strategy(args.strategy, tpu=args.tpu)
     except RuntimeError as error:  # No TPU, or it cannot be initialized.
-        raise common.UserError(str(error)) from None
+        raise SetupError(str(error)) from None
     is_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     bf16 = is_tpu if args.bf16 is None else args.bf16
     replicas = strategy.num_replicas_in_sync
@@ -216,19 +221,7 @@ def train(args, log=print):
 
 
 def _fit(args, strategy, tokenizer, config, log, is_tpu):
-    checkpoints = common.list_checkpoints(args.model_dir)
-    # A resumed run gets new dropout masks and a new data order.
-    keras.utils.set_random_seed(args.seed + (checkpoints[-1][0] if checkpoints else 0))
-    with strategy.scope():
-        model = build_model(config, tokenizer, tokenizer)
-        model.build()
-        model.optimizer.build(model.trainable_variables)
-    start = 0
-    if checkpoints:
-        path = checkpoints[-1][1]
-        common.load_weights(model, path)
-        start = int(model.optimizer.iterations.numpy())
-        log(f"Resuming from {path} at step {start}.")
+    model, start = _restore_model(args, strategy, tokenizer, config, log)
     log(f"{model.count_params():,} weights, vocabulary of {tokenizer.vocab_size}.")
     result = {
         "start_step": start,
@@ -241,33 +234,12 @@ def _fit(args, strategy, tokenizer, config, log, is_tpu):
     if start >= args.train_steps:
         log(f"Already trained to step {start} >= --train-steps {args.train_steps}.")
         return result
-
     replicas = strategy.num_replicas_in_sync
-    train_pairs = common.load_pairs(args, "train")
-    if args.mock_examples:
-        common.require_a_full_batch(train_pairs, tokenizer, args)
-    train_data = common.make_dataset(
-        train_pairs,
-        tokenizer,
-        args,
-        training=True,
-        seed=args.seed + start,
-        replicas=replicas,
-    )
-    valid_data = None
-    if not args.no_validation:
-        valid_data = common.make_dataset(
-            common.load_pairs(args, "valid"),
-            tokenizer,
-            args,
-            training=False,
-            replicas=replicas,
-            drop_remainder=is_tpu,
-        )
-
+    train_data = _training_data(args, tokenizer, start, replicas)
+    valid_data = _validation_data(args, tokenizer, replicas, drop_remainder=is_tpu)
     interval = args.steps_per_checkpoint
     initial_epoch, epochs, last_steps = plan_epochs(start, args.train_steps, interval)
-    checkpoint = StepCheckpoint(args.model_dir, args.keep_checkpoints, log)
+    checkpoint = IntervalCheckpoint(args.model_dir, args.keep_checkpoints, log)
     callbacks = [
         checkpoint,
         keras.callbacks.TensorBoard(
@@ -298,6 +270,56 @@ def _fit(args, strategy, tokenizer, config, log, is_tpu):
     result["history"] = history.history
     result["checkpoints"] = checkpoint.saved
     return result
+
+
+def _restore_model(args, strategy, tokenizer, config, log):
+    """`(model, step)`: the compiled model, from the newest checkpoint if any.
+
+    The random seed is `--seed` plus that checkpoint's step, so a resumed
+    run gets new dropout masks and a new data order.
+    """
+    checkpoints = common.list_checkpoints(args.model_dir)
+    keras.utils.set_random_seed(args.seed + (checkpoints[-1][0] if checkpoints else 0))
+    with strategy.scope():
+        model = build_model(config, tokenizer, tokenizer)
+        model.build()
+        model.optimizer.build(model.trainable_variables)
+    if not checkpoints:
+        return model, 0
+    path = checkpoints[-1][1]
+    common.load_weights(model, path)
+    start = int(model.optimizer.iterations.numpy())
+    log(f"Resuming from {path} at step {start}.")
+    return model, start
+
+
+def _training_data(args, tokenizer, start, replicas):
+    """The endless, shuffled training batches of a run resumed at `start`."""
+    train_pairs = common.load_pairs(args, "train")
+    if args.mock_examples:
+        common.require_a_full_batch(train_pairs, tokenizer, args)
+    return common.make_dataset(
+        train_pairs,
+        tokenizer,
+        args,
+        training=True,
+        seed=args.seed + start,
+        replicas=replicas,
+    )
+
+
+def _validation_data(args, tokenizer, replicas, drop_remainder):
+    """The newstest2013 batches, or `None` with `--no-validation`."""
+    if args.no_validation:
+        return None
+    return common.make_dataset(
+        common.load_pairs(args, "valid"),
+        tokenizer,
+        args,
+        training=False,
+        replicas=replicas,
+        drop_remainder=drop_remainder,
+    )
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from keras_transformer.text import build_vocabularies
 from keras_transformer.text import load_vocabularies
 from keras_transformer.text import save_vocabularies
 from keras_transformer.training.checkpoints import checkpoint_step
+from keras_transformer.training.trainer import SetupError
 from keras_transformer.training.trainer import TrainConfig
 
 TFDS_NAME = "wmt14_translate/de-en"
@@ -68,15 +69,16 @@ AVERAGE_LAST = {"base": 5, "big": 20}
 _FIXED_SETTINGS = ("direction", "vocab_size", "preset", "model")
 
 
-class UserError(Exception):
-    """A bad flag or model directory: reported as one line, exit status 2."""
-
-
 def run_cli(main, argv=None, prog="wmt"):
-    """Runs `main(argv)`; user errors become one line on stderr and status 2."""
+    """Runs `main(argv)`; user errors become one line on stderr and status 2.
+
+    User errors are the library's: `SetupError` (a bad flag or model
+    directory, no such device), `data.DataError` (bad input data), and
+    `FileNotFoundError`.
+    """
     try:
         main(argv)
-    except (UserError, data.DataError, FileNotFoundError) as error:
+    except (SetupError, data.DataError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -182,7 +184,12 @@ def checkpoint_path(model_dir, step):
 
 
 def list_checkpoints(model_dir):
-    """`[(step, path)]` of `DIR/checkpoints/ckpt-N.weights.h5`, oldest first."""
+    """`[(step, path)]` of `DIR/checkpoints/ckpt-N.weights.h5`, oldest first.
+
+    `[]` when there is none. Steps are the library's `checkpoint_step`; the
+    listing goes through `tf.io.gfile`, so DIR may be on Cloud Storage (the
+    library's `latest_checkpoints` lists local directories only).
+    """
     pattern = join(
         model_dir, CHECKPOINT_DIR, f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}"
     )
@@ -255,7 +262,7 @@ def add_batching_flags(parser):
         "(default: the library's 8,12,16,24,32,48,64,96,128,192,...). Fewer "
         "buckets: fewer batch shapes to compile (TPU, XLA), more padding; "
         "without XLA, the library's FINE_BOUNDARIES (8,10,12,14,16,20,...) "
-        "halve the padding.",
+        "pad less.",
     )
 
 
@@ -328,7 +335,7 @@ def require_config(model_dir):
     """The stored settings of a model directory that `train.py` has used."""
     config = load_config(model_dir)
     if config is None or "preset" not in config:
-        raise UserError(
+        raise SetupError(
             f"{join(model_dir, CONFIG_FILE)} is missing or has no model "
             f"settings: is {model_dir} a directory written by "
             "examples/wmt/train.py?"
@@ -354,7 +361,7 @@ def check_or_write_config(model_dir, settings):
         details = ", ".join(
             f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()
         )
-        raise UserError(
+        raise SetupError(
             f"{model_dir} was made with other settings ({details}); use a new "
             "--model-dir or the original flags."
         )
@@ -444,7 +451,7 @@ def make_dataset(
 
 
 def require_a_full_batch(pairs, tokenizer, args):
-    """Raises `UserError` when `pairs` cannot fill a single training batch.
+    """Raises `SetupError` when `pairs` cannot fill a single training batch.
 
     The training pipeline repeats forever and drops partial batches, so on a
     tiny corpus (`--mock-examples`) with a large `--batch-tokens` it would
@@ -452,7 +459,7 @@ def require_a_full_batch(pairs, tokenizer, args):
     """
     dataset = make_dataset(pairs, tokenizer, args, training=False)
     if not any(True for _ in dataset.take(1)):
-        raise UserError(
+        raise SetupError(
             f"the data cannot fill one batch of --batch-tokens "
             f"{args.batch_tokens}; use a smaller budget (e.g. --batch-tokens 96 "
             "--max-length 24 with --mock-examples)"

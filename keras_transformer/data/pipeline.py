@@ -9,10 +9,11 @@ from keras_transformer.special_tokens import BOS_ID
 from keras_transformer.special_tokens import EOS_ID
 from keras_transformer.special_tokens import PAD_ID
 
-# Two bucket lengths per octave (1.33x-1.5x apart): few shapes, for XLA/TPU.
+# Two bucket lengths per octave: few batch shapes, for XLA and TPUs, where
+# each new shape is compiled.
 DEFAULT_BOUNDARIES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-# Four per octave (1.14x-1.25x apart): about half the padding and ~2.4x the
-# shapes; for training without XLA, where a new shape costs no compilation.
+# Four bucket lengths per octave: less padding but more batch shapes; for
+# training without XLA, where a new shape costs no compilation.
 FINE_BOUNDARIES = (
     8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128,
     160, 192, 224, 256, 320, 384, 448, 512,
@@ -26,8 +27,9 @@ def bucket_lengths(max_length, boundaries=None):
     Args:
         max_length: int, the longest sequence kept (the last bucket).
         boundaries: the padded lengths to use below `max_length`; default
-            `8, 12, 16, 24, 32, 48, 64, 96, 128, 192, ...` (1.33x-1.5x apart,
-            so at most about a third of a padded row is padding).
+            `DEFAULT_BOUNDARIES` (`8, 12, 16, 24, 32, 48, 64, 96, 128, 192,
+            ...`: each a third to a half longer than the one before, so at
+            most about a third of a padded row is padding).
 
     Returns:
         A list of ints ending with `max_length`.
@@ -97,29 +99,9 @@ class _BucketPlan:
         bucket_boundaries,
         bucket_by,
     ):
-        if (batch_size is None) == (batch_tokens is None):
-            raise ValueError(
-                "Pass exactly one of `batch_size` and `batch_tokens`. Received: "
-                f"batch_size={batch_size}, batch_tokens={batch_tokens}"
-            )
-        for name, value in (
-            ("batch_size", batch_size),
-            ("batch_tokens", batch_tokens),
-            ("max_source_length", max_source_length),
-            ("max_target_length", max_target_length),
-        ):
-            if value is not None and (not _is_int(value) or value < 1):
-                raise ValueError(f"`{name}` must be an int >= 1. Received: {value!r}")
-        if max_source_length < 2 or max_target_length < 2:
-            raise ValueError(
-                "`max_source_length` and `max_target_length` must be >= 2 "
-                "(one token plus EOS/BOS). Received: "
-                f"{max_source_length}, {max_target_length}"
-            )
-        if bucket_by not in BUCKET_MODES:
-            raise ValueError(
-                f"`bucket_by` must be one of {BUCKET_MODES}. Received: {bucket_by!r}"
-            )
+        _check_plan(
+            batch_size, batch_tokens, max_source_length, max_target_length, bucket_by
+        )
         self.bucket_by = bucket_by
         if bucket_by == "pair":
             # Separate padded lengths per side: keys (i, j) -> i * n_t + j.
@@ -128,26 +110,16 @@ class _BucketPlan:
             pairs = [(s, t) for s in self.source_lengths for t in self.target_lengths]
         else:
             # One padded length L for both sides (capped at each side's max).
-            lengths = bucket_lengths(
+            self.lengths = bucket_lengths(
                 max(max_source_length, max_target_length), bucket_boundaries
             )
-            self.lengths = lengths
             pairs = [
                 (min(length, max_source_length), min(length, max_target_length))
-                for length in lengths
+                for length in self.lengths
             ]
-        if batch_tokens is not None:
-            sizes = [batch_tokens // max(s, t) for s, t in pairs]
-            if min(sizes) < 1:
-                raise ValueError(
-                    f"batch_tokens={batch_tokens} is smaller than the longest bucket "
-                    f"({max(max(p) for p in pairs)} tokens)."
-                )
-        else:
-            sizes = [batch_size] * len(pairs)
         self.pairs = pairs
-        self.sizes = sizes
-        self.shapes = [(b, s, t) for b, (s, t) in zip(sizes, pairs)]
+        self.sizes = _batch_sizes(pairs, batch_size, batch_tokens)
+        self.shapes = [(b, s, t) for b, (s, t) in zip(self.sizes, pairs)]
 
     def keys(self, source_lengths, target_lengths):
         """The bucket keys (int64 `[N]`) of pairs with these lengths `[N]`."""
@@ -156,6 +128,50 @@ class _BucketPlan:
             j = _index(self.target_lengths, target_lengths)
             return i * len(self.target_lengths) + j
         return _index(self.lengths, tf.maximum(source_lengths, target_lengths))
+
+
+def _check_plan(
+    batch_size, batch_tokens, max_source_length, max_target_length, bucket_by
+):
+    """Raises `ValueError` for batching arguments `_BucketPlan` cannot use."""
+    if (batch_size is None) == (batch_tokens is None):
+        raise ValueError(
+            "Pass exactly one of `batch_size` and `batch_tokens`. Received: "
+            f"batch_size={batch_size}, batch_tokens={batch_tokens}"
+        )
+    given = {
+        "batch_size": batch_size,
+        "batch_tokens": batch_tokens,
+        "max_source_length": max_source_length,
+        "max_target_length": max_target_length,
+    }
+    _check_ints_at_least_one(**{k: v for k, v in given.items() if v is not None})
+    if max_source_length < 2 or max_target_length < 2:
+        raise ValueError(
+            "`max_source_length` and `max_target_length` must be >= 2 "
+            "(one token plus EOS/BOS). Received: "
+            f"{max_source_length}, {max_target_length}"
+        )
+    if bucket_by not in BUCKET_MODES:
+        raise ValueError(
+            f"`bucket_by` must be one of {BUCKET_MODES}. Received: {bucket_by!r}"
+        )
+
+
+def _batch_sizes(pairs, batch_size, batch_tokens):
+    """The batch size of each bucket of padded lengths `(S, T)` in `pairs`.
+
+    `batch_size` for every bucket, or `batch_tokens // max(S, T)`.
+    """
+    if batch_tokens is None:
+        return [batch_size] * len(pairs)
+    sizes = [batch_tokens // max(s, t) for s, t in pairs]
+    if min(sizes) < 1:
+        raise ValueError(
+            f"batch_tokens={batch_tokens} is smaller than the longest bucket "
+            f"({max(max(p) for p in pairs)} tokens)."
+        )
+    return sizes
 
 
 def _index(lengths, values):
@@ -210,25 +226,19 @@ def make_dataset(
     lengths `(S, T)` from `bucket_boundaries`, the smallest fitting each
     side, so a short German compound is not padded to its long English
     source; with `bucket_by="longest"` both sides are padded to one length
-    `L` (more padding, fewer shapes: one per boundary). Measured on 200k
-    pairs with WMT-like lengths (mean ~29/31 tokens, lengths up to 128,
-    batch 64): `"pair"` gave 29 of the 81 possible shapes and 15% padding
-    per side; `"longest"` 9 shapes and 24% (source) / 17% (target) padding.
-    Prefer `"longest"` where each new shape costs a compilation (TPU).
+    `L`: more padding, but fewer shapes (one per boundary). Prefer
+    `"longest"` where each new shape costs a compilation (XLA, TPU).
 
     Boundaries: `DEFAULT_BOUNDARIES` has two bucket lengths per octave,
-    `FINE_BOUNDARIES` four. On 100k WMT-like pairs (log-normal lengths,
-    mean 27, `batch_tokens=4096`, `"pair"`), the default gave 15% padding
-    per side in 32 shapes, `FINE_BOUNDARIES` 7% in 78. Without XLA (graph
-    mode: a new shape is only a retrace, and Keras relaxes the shapes after
-    a few), pass `bucket_boundaries=FINE_BOUNDARIES` with `batch_tokens`
-    (`keras-transformer train --bucket-boundaries fine --batch-tokens N`):
-    +7% and +13% real target tokens/s in two runs of benchmarks/compare.py's
-    end to end. With a fixed `batch_size` it gained nothing there, because
-    the short buckets' batches got smaller. Under XLA, each extra shape costs
-    one more compilation. More buckets also leave more pairs in each pass's
-    dropped partial batches (`drop_remainder=True`); with `repeat=True` none
-    are lost.
+    `FINE_BOUNDARIES` four: less padding per batch, in more shapes. Choose
+    `FINE_BOUNDARIES` with `batch_tokens` when training without XLA (in
+    graph mode a new shape is only a retrace, and Keras relaxes the shapes
+    after a few): `keras-transformer train --bucket-boundaries fine
+    --batch-tokens N`. With a fixed `batch_size` the finer buckets do not
+    pay off, because the short buckets' batches get smaller. Under XLA each
+    extra shape costs one more compilation. More buckets also leave more
+    pairs in each pass's dropped partial batches (`drop_remainder=True`);
+    with `repeat=True` none are lost. Measurements: `benchmarks/README.md`.
 
     Batch size: with `batch_size`, a fixed number of sentences per batch;
     with `batch_tokens`, a bucket's batch holds
@@ -286,62 +296,123 @@ def make_dataset(
         bucket_boundaries,
         bucket_by,
     )
-    for name, value in (
-        ("shuffle_buffer", shuffle_buffer),
-        ("tokenize_batch", tokenize_batch),
-    ):
+    _check_ints_at_least_one(
+        shuffle_buffer=shuffle_buffer, tokenize_batch=tokenize_batch
+    )
+    dataset = _pair_strings(pairs, shuffle, shuffle_buffer, seed, repeat)
+    prepare = _prepare_fn(
+        source_tokenize, target_tokenize, plan, max_source_length, max_target_length
+    )
+    dataset = dataset.batch(tokenize_batch).map(
+        prepare, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    # Rows of fixed width (the max lengths): unbatching them is cheap.
+    dataset = _batch_by_bucket(dataset.unbatch(), plan, drop_remainder, pad_to_bucket)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_ints_at_least_one(**values):
+    """Raises `ValueError` for any of `values` that is not an int >= 1."""
+    for name, value in values.items():
         if not _is_int(value) or value < 1:
             raise ValueError(f"`{name}` must be an int >= 1. Received: {value!r}")
+
+
+def _pair_strings(pairs, shuffle, shuffle_buffer, seed, repeat):
+    """The `(source, target)` string dataset of `pairs`, shuffled and repeated.
+
+    Raises:
+        DataError: when `pairs` is known to hold no pair.
+    """
     corpus = as_corpus(pairs)
     if hasattr(corpus, "__len__") and len(corpus) == 0:
         raise DataError(f"{corpus.name}: no sentence pairs")
-
     dataset = corpus.dataset()
     if shuffle:
         dataset = dataset.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
     if repeat:
+        # Before batching, so that no pair is lost at epoch ends.
         dataset = dataset.repeat()
+    return dataset
+
+
+def _prepare_fn(
+    source_tokenize, target_tokenize, plan, max_source_length, max_target_length
+):
+    """The batched map function: string pairs -> keyed, length-filtered rows.
+
+    The returned function takes `[N]` source and target strings and returns
+    `(key, source_length, target_length, source, target_in, target_out)` for
+    the pairs within the length limits: int64 bucket keys and lengths `[M]`,
+    and int32 ids padded with `PAD_ID` to the max lengths.
+    """
 
     def prepare(sources, targets):
-        # A batch of `tokenize_batch` pairs, in the batched (fast) domain.
-        source_ids = _ids(source_tokenize(sources))
-        target_ids = _ids(target_tokenize(targets))
-        rows = [source_ids.nrows(), 1]
-        eos = tf.fill(rows, tf.constant(EOS_ID, tf.int32))
-        bos = tf.fill(rows, tf.constant(BOS_ID, tf.int32))
-        source = tf.concat([source_ids, eos], axis=1)
-        target_in = tf.concat([bos, target_ids], axis=1)
-        target_out = tf.concat([target_ids, eos], axis=1)
+        source, target_in, target_out = _teacher_forcing_ids(
+            source_tokenize(sources), target_tokenize(targets)
+        )
         source_length = source.row_lengths()
         target_length = target_in.row_lengths()
         keep = tf.logical_and(
             source_length <= max_source_length, target_length <= max_target_length
         )
-
-        def dense(ids, width):
-            # Rows longer than `width` are cut here and dropped by `keep`.
-            padded = ids.to_tensor(PAD_ID, shape=[None, width])
-            return tf.boolean_mask(padded, keep)
-
         source_length = tf.boolean_mask(source_length, keep)
         target_length = tf.boolean_mask(target_length, keep)
         return (
             plan.keys(source_length, target_length),
             source_length,
             target_length,
-            dense(source, max_source_length),
-            dense(target_in, max_target_length),
-            dense(target_out, max_target_length),
+            _dense_rows(source, keep, max_source_length),
+            _dense_rows(target_in, keep, max_target_length),
+            _dense_rows(target_out, keep, max_target_length),
         )
 
-    dataset = dataset.batch(tokenize_batch).map(
-        prepare, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    # Rows of fixed width (the max lengths): unbatching them is cheap.
-    dataset = dataset.unbatch()
+    return prepare
 
+
+def _teacher_forcing_ids(source_ids, target_ids):
+    """Adds the special tokens of one batch of tokenized pairs.
+
+    Args:
+        source_ids: a tokenizer's output for `N` sources: ragged or dense
+            ids `[N, None]` (see `make_dataset`'s `source_tokenize`).
+        target_ids: the same for the `N` targets.
+
+    Returns:
+        Ragged int32 `[N, None]` tensors `(source, target_in, target_out)`:
+        `source + [EOS]`, `[BOS] + target` and `target + [EOS]`.
+    """
+    source_ids = _ids(source_ids)
+    target_ids = _ids(target_ids)
+    rows = [source_ids.nrows(), 1]
+    eos = tf.fill(rows, tf.constant(EOS_ID, tf.int32))
+    bos = tf.fill(rows, tf.constant(BOS_ID, tf.int32))
+    return (
+        tf.concat([source_ids, eos], axis=1),
+        tf.concat([bos, target_ids], axis=1),
+        tf.concat([target_ids, eos], axis=1),
+    )
+
+
+def _dense_rows(ids, keep, width):
+    """The rows of ragged `ids` where `keep`, padded with `PAD_ID` to `width`.
+
+    Rows longer than `width` are cut; `keep` must exclude them.
+    """
+    padded = ids.to_tensor(PAD_ID, shape=[None, width])
+    return tf.boolean_mask(padded, keep)
+
+
+def _batch_by_bucket(dataset, plan, drop_remainder, pad_to_bucket):
+    """Batches the rows of `_prepare_fn` by bucket key, cut to the batch's shape.
+
+    Each bucket's batch has `plan.sizes[key]` rows (fewer for a last partial
+    batch unless `drop_remainder`) and is cut to the bucket's padded lengths
+    (`pad_to_bucket`) or to its longest pair. Yields `({"source",
+    "target"}, target_out)`.
+    """
     source_lengths = tf.constant([s for s, _ in plan.pairs], tf.int64)
     target_lengths = tf.constant([t for _, t in plan.pairs], tf.int64)
     sizes = tf.constant(plan.sizes, tf.int64)
@@ -358,12 +429,11 @@ def make_dataset(
         batches = window.batch(sizes[key], drop_remainder=drop_remainder)
         return batches.map(cut)
 
-    dataset = dataset.group_by_window(
+    return dataset.group_by_window(
         key_func=lambda key, *rest: key,
         reduce_func=batch_bucket,
         window_size_func=lambda key: sizes[key],
     )
-    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _ids(ids):

@@ -1,9 +1,9 @@
 """Users' own parallel text: a TSV file or two line-aligned files.
 
-Both readers check the whole file when they are created (one streaming pass,
-a few seconds for a WMT-size file of 4.5M lines), so bad input fails before
-training starts, with a one-line `DataError` naming the file and line. The
-checked corpus then streams from disk with `tf.data.TextLineDataset`.
+Both readers check the whole file when they are created, in one streaming
+pass, so bad input fails before training starts, with a one-line `DataError`
+naming the file and line. The checked corpus then streams from disk with
+`tf.data.TextLineDataset`.
 """
 
 import itertools

@@ -137,6 +137,26 @@ def train_sentencepiece(
     >>> tokenizer.decode(tokenizer.encode(["nine two"]))
     ['nine two']
     """
+    _check_model_options(vocab_size, model_type, character_coverage)
+    _check_reading_options(
+        max_sentences, input_sentence_size, num_threads, trainer_kwargs
+    )
+    corpus = _training_sentences(sentences, max_sentences, input_sentence_size, seed)
+    options = {
+        "vocab_size": vocab_size,
+        "model_type": model_type,
+        "character_coverage": float(character_coverage),
+        "hard_vocab_limit": hard_vocab_limit,
+        "num_threads": num_threads,
+    }
+    try:
+        return _train_proto(corpus, options, trainer_kwargs)
+    except RuntimeError as error:
+        raise _training_error(error, vocab_size, character_coverage) from error
+
+
+def _check_model_options(vocab_size, model_type, character_coverage):
+    """Raises `ValueError` for an invalid size, type or coverage of the model."""
     _check_int("vocab_size", vocab_size)
     if model_type not in MODEL_TYPES:
         raise ValueError(
@@ -152,6 +172,12 @@ def train_sentencepiece(
             "`character_coverage` must be a float in (0, 1]. "
             f"Received: character_coverage={character_coverage!r}"
         )
+
+
+def _check_reading_options(
+    max_sentences, input_sentence_size, num_threads, trainer_kwargs
+):
+    """Raises `ValueError` for invalid sampling, thread or trainer options."""
     if max_sentences is not None:
         _check_int("max_sentences", max_sentences)
     if input_sentence_size is not None:
@@ -164,6 +190,13 @@ def train_sentencepiece(
             f"cannot be passed in `trainer_kwargs`: {reserved}"
         )
 
+
+def _training_sentences(sentences, max_sentences, input_sentence_size, seed):
+    """The list of sentences to train on: cleaned, cut and sampled.
+
+    Raises:
+        ValueError: when no non-empty sentence is left.
+    """
     corpus = _clean_sentences(sentences)
     if max_sentences is not None:
         corpus = itertools.islice(corpus, max_sentences)
@@ -176,31 +209,33 @@ def train_sentencepiece(
             "Cannot train a SentencePiece model: `sentences` contains no "
             "non-empty sentence."
         )
+    return corpus
 
+
+def _train_proto(corpus, options, trainer_kwargs):
+    """Runs the SentencePiece trainer on `corpus`; returns the proto bytes.
+
+    `options` are the trainer options of `train_sentencepiece`'s arguments;
+    the special pieces and ids are the package's, and SentencePiece samples
+    nothing (`corpus` is the sample).
+    """
     writer = io.BytesIO()
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(corpus),
-            model_writer=writer,
-            vocab_size=vocab_size,
-            model_type=model_type,
-            character_coverage=float(character_coverage),
-            input_sentence_size=0,  # Sampling is done above, with `seed`.
-            shuffle_input_sentence=False,
-            hard_vocab_limit=hard_vocab_limit,
-            num_threads=num_threads,
-            pad_id=PAD_ID,
-            unk_id=UNK_ID,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            pad_piece=PAD_PIECE,
-            unk_piece=UNK_PIECE,
-            bos_piece=BOS_PIECE,
-            eos_piece=EOS_PIECE,
-            **{"minloglevel": 2, **trainer_kwargs},
-        )
-    except RuntimeError as error:
-        raise _training_error(error, vocab_size, character_coverage) from error
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=writer,
+        input_sentence_size=0,  # Sampling is done by `_training_sentences`.
+        shuffle_input_sentence=False,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        pad_piece=PAD_PIECE,
+        unk_piece=UNK_PIECE,
+        bos_piece=BOS_PIECE,
+        eos_piece=EOS_PIECE,
+        **options,
+        **{"minloglevel": 2, **trainer_kwargs},
+    )
     return writer.getvalue()
 
 

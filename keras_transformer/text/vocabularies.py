@@ -139,6 +139,24 @@ def load_vocabularies(directory):
             missing or corrupted, or the manifest does not match the models.
     """
     manifest_path = os.path.join(directory, MANIFEST_FILE)
+    shared, files, sizes = _read_manifest(manifest_path)
+    source = _load_side(directory, manifest_path, files, sizes, "source")
+    if shared:
+        if files["target"] != files["source"]:
+            raise ValueError(
+                f"Corrupted vocabulary manifest {manifest_path}: shared "
+                f"vocabulary with different files {files}."
+            )
+        return source, source
+    return source, _load_side(directory, manifest_path, files, sizes, "target")
+
+
+def _read_manifest(manifest_path):
+    """`(shared, files, sizes)` of a checked `vocabularies.json`.
+
+    `files` and `sizes` map `"source"` and `"target"` to the model's file
+    name and vocabulary size.
+    """
     if not tf.io.gfile.exists(manifest_path):
         raise ValueError(f"Vocabulary manifest not found: {manifest_path}")
     with tf.io.gfile.GFile(manifest_path, "r") as f:
@@ -155,6 +173,12 @@ def load_vocabularies(directory):
         raise ValueError(
             f"Corrupted vocabulary manifest {manifest_path}: {error!r}"
         ) from error
+    _check_manifest(manifest_path, version, special_ids, files)
+    return shared, files, sizes
+
+
+def _check_manifest(manifest_path, version, special_ids, files):
+    """Raises `ValueError` for a manifest this package cannot read."""
     if version != MANIFEST_FORMAT_VERSION:
         raise ValueError(
             f"Unsupported vocabulary manifest version {version!r} in "
@@ -172,24 +196,16 @@ def load_vocabularies(directory):
                 f"must be a plain file name. Received: {file_name!r}"
             )
 
-    def load(side):
-        tokenizer = SubwordTokenizer.load(os.path.join(directory, files[side]))
-        if tokenizer.vocab_size != sizes[side]:
-            raise ValueError(
-                f"{manifest_path} records {side} vocab_size={sizes[side]}, but "
-                f"{files[side]} has {tokenizer.vocab_size} pieces."
-            )
-        return tokenizer
 
-    source = load("source")
-    if shared:
-        if files["target"] != files["source"]:
-            raise ValueError(
-                f"Corrupted vocabulary manifest {manifest_path}: shared "
-                f"vocabulary with different files {files}."
-            )
-        return source, source
-    return source, load("target")
+def _load_side(directory, manifest_path, files, sizes, side):
+    """The tokenizer of one side, checked against the manifest's size."""
+    tokenizer = SubwordTokenizer.load(os.path.join(directory, files[side]))
+    if tokenizer.vocab_size != sizes[side]:
+        raise ValueError(
+            f"{manifest_path} records {side} vocab_size={sizes[side]}, but "
+            f"{files[side]} has {tokenizer.vocab_size} pieces."
+        )
+    return tokenizer
 
 
 def _interleave(*iterables):

@@ -106,3 +106,27 @@ def test_keras_round_trip(trained):
 def test_prompts_must_not_be_padded(trained):
     with pytest.raises(ValueError, match="padding"):
         trained["model"].generate([[2, 7, 0]], 3)
+
+
+def test_cached_search_uses_the_librarys_cache_dtype(monkeypatch):
+    from keras_transformer.decoding.generation import resolve_cache_dtype
+
+    model = example.DecoderOnlyLM(
+        len(example.VOCABULARY), 1, 8, 2, 16, dropout=0.0, dtype="mixed_bfloat16"
+    )
+    model.build()
+    dtypes = []
+    init_cache = model.decoder.init_cache
+
+    def recording_init_cache(*args, dtype=None, **kwargs):
+        dtypes.append(dtype)
+        return init_cache(*args, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(model.decoder, "init_cache", recording_init_cache)
+    for jit_compile in (False, True):
+        ids = model.generate(PROMPTS, 3, jit_compile=jit_compile)
+        assert ids.shape == (2, 3)
+    assert dtypes == [
+        resolve_cache_dtype(model, jit_compile=False),
+        resolve_cache_dtype(model, jit_compile=True),
+    ]

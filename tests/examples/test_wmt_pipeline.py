@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_transformer.training.trainer import SetupError
 from tests.examples import EXAMPLES_DIR
 from tests.examples import load_example
 
@@ -125,7 +126,7 @@ def test_rerun_resumes_from_the_latest_checkpoint(run):
 
 
 def test_rerun_with_another_model_is_refused(run, tmp_path):
-    with pytest.raises(wmt_common.UserError, match="d_model"):
+    with pytest.raises(SetupError, match="d_model"):
         train.main(["--model-dir", run["model_dir"], *TINY, "--d-model", "16"])
 
 

@@ -7,6 +7,7 @@ import sentencepiece as spm
 from keras_transformer import special_tokens
 from keras_transformer.text import train_sentencepiece
 from keras_transformer.text.sentencepiece_trainer import _reservoir_sample
+from keras_transformer.text.sentencepiece_trainer import _training_sentences
 
 
 def _pieces(proto):
@@ -124,3 +125,14 @@ def test_invalid_sentences():
         train_sentencepiece("one two three", 50)
     with pytest.raises(TypeError, match="int at position 1"):
         train_sentencepiece(["one", 2], 50)
+
+
+def test_training_sentences_cleans_cuts_and_samples():
+    sentences = [" a ", "", b"b", "c", "d"]
+    assert _training_sentences(sentences, None, None, 0) == ["a", "b", "c", "d"]
+    assert _training_sentences(sentences, 2, None, 0) == ["a", "b"]
+    sample = _training_sentences(sentences, None, 2, 0)
+    assert len(sample) == 2 and set(sample) <= {"a", "b", "c", "d"}
+    assert sample == _training_sentences(sentences, None, 2, 0)  # seeded
+    with pytest.raises(ValueError, match="no non-empty sentence"):
+        _training_sentences(["", "  "], None, None, 0)

@@ -34,12 +34,23 @@ def _add_translate_options(parser):
 
 
 def build_parser():
+    """The `keras-transformer` argument parser, one sub-command per job."""
     parser = argparse.ArgumentParser(
         prog="keras-transformer",
         description="Train, evaluate, export and serve Transformer translators.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_demo_command(commands)
+    _add_train_command(commands)
+    _add_evaluate_command(commands)
+    _add_export_command(commands)
+    _add_translate_command(commands)
+    _add_explain_command(commands)
+    _add_plot_positions_command(commands)
+    return parser
 
+
+def _add_demo_command(commands):
     demo = commands.add_parser(
         "demo", help="Train the embedded English->German number translator."
     )
@@ -48,70 +59,24 @@ def build_parser():
         "--max-minutes", type=float, default=7.0, help="Training time budget."
     )
 
-    train = commands.add_parser("train", help="Train a translator.")
-    train.add_argument("--train", required=True, metavar="SPEC")
-    train.add_argument("--valid", metavar="SPEC")
-    train.add_argument("--preset", default="tiny", choices=["tiny", "base", "big"])
-    train.add_argument("--vocab-size", type=int, default=8000)
-    train.add_argument("--separate-vocabularies", action="store_true")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--steps-per-epoch", type=int)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--batch-tokens", type=int)
-    train.add_argument("--max-length", type=int, default=128)
-    train.add_argument(
-        "--bucket-boundaries",
-        default="default",
-        choices=["default", "fine"],
-        help="length buckets: two per octave (default) or four (about half "
-        "the padding, twice the batch shapes: best without XLA)",
-    )
-    train.add_argument("--warmup-steps", type=int, default=4000)
-    train.add_argument("--learning-rate-scale", type=float, default=1.0)
-    train.add_argument("--max-minutes", type=float)
-    train.add_argument("--seed", type=int, default=1234)
-    scale = train.add_argument_group("devices and fault tolerance")
-    scale.add_argument(
-        "--strategy",
-        default="auto",
-        choices=["auto", "tpu", "mirrored", "multiworker", "default"],
-        help="tf.distribute strategy (auto: TPU if present, else all GPUs, "
-        "else one device).",
-    )
-    scale.add_argument(
-        "--tpu", metavar="NAME_OR_ADDRESS", help="TPU name or grpc:// address."
-    )
-    scale.add_argument("--steps-per-execution", type=int, default=1)
-    scale.add_argument(
-        "--jit",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="XLA-compile the train step (default: yes, except bf16 or "
-        "several replicas on CPUs).",
-    )
-    scale.add_argument("--mixed-precision", choices=["mixed_bfloat16", "mixed_float16"])
-    scale.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="Save weights, optimizer and data position every N batches (and "
-        "at epoch ends; 0: at epoch ends only); rerun the same command to "
-        "resume at the exact step.",
-    )
-    scale.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
-    scale.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="Deterministic TF ops (reproducible runs; turns XLA off).",
-    )
-    train.add_argument("--output", required=True, metavar="DIR")
 
+def _add_train_command(commands):
+    """`train`: one flag per `TrainConfig` setting declared with a flag."""
+    from keras_transformer.training.config import TrainConfig
+    from keras_transformer.training.config import add_setting_flags
+
+    train = commands.add_parser("train", help="Train a translator.")
+    add_setting_flags(train, TrainConfig)
+
+
+def _add_evaluate_command(commands):
     evaluate = commands.add_parser("evaluate", help="sacreBLEU/chrF on a test set.")
     evaluate.add_argument("--model", required=True, metavar="DIR")
     evaluate.add_argument("--test", required=True, metavar="SPEC")
     _add_translate_options(evaluate)
 
+
+def _add_export_command(commands):
     export = commands.add_parser("export", help="Write the SavedModel translator.")
     export.add_argument("--model", required=True, metavar="DIR")
     export.add_argument("--output", required=True, metavar="EXPORT_DIR")
@@ -119,6 +84,8 @@ def build_parser():
     export.add_argument("--max-input-tokens", type=int, default=256)
     _add_translate_options(export)
 
+
+def _add_translate_command(commands):
     translate = commands.add_parser("translate", help="Translate sentences.")
     translate.add_argument(
         "--model",
@@ -130,6 +97,8 @@ def build_parser():
     translate.add_argument("sentences", nargs="*", help="Default: lines of stdin.")
     _add_translate_options(translate)
 
+
+def _add_explain_command(commands):
     explain = commands.add_parser("explain", help="Plot attention weights.")
     explain.add_argument("--model", required=True, metavar="DIR")
     explain.add_argument("sentence")
@@ -140,13 +109,14 @@ def build_parser():
         "--kind", default="encoder", choices=["encoder", "decoder", "cross"]
     )
 
+
+def _add_plot_positions_command(commands):
     positions = commands.add_parser(
         "plot-positions", help="Plot the sinusoidal positional encoding."
     )
     positions.add_argument("--length", type=int, default=100)
     positions.add_argument("--d-model", type=int, default=512)
     positions.add_argument("--output", required=True, help="A .png or .svg file.")
-    return parser
 
 
 def _find_saved_model(directory):
@@ -249,35 +219,10 @@ def _read_pairs(spec, split="test"):
 
 
 def run_train(args):
-    from keras_transformer.training.trainer import TrainConfig
+    from keras_transformer.training.config import TrainConfig
+    from keras_transformer.training.config import settings_from_flags
 
-    make_config = lambda **kwargs: _checked(TrainConfig, **kwargs)
-    config = make_config(
-        train=args.train,
-        valid=args.valid,
-        output=args.output,
-        preset=args.preset,
-        vocab_size=args.vocab_size,
-        shared_vocabulary=not args.separate_vocabularies,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        batch_tokens=args.batch_tokens,
-        max_length=args.max_length,
-        bucket_boundaries=args.bucket_boundaries,
-        warmup_steps=args.warmup_steps,
-        learning_rate_scale=args.learning_rate_scale,
-        max_minutes=args.max_minutes,
-        seed=args.seed,
-        strategy=args.strategy,
-        tpu=args.tpu,
-        steps_per_execution=args.steps_per_execution,
-        jit_compile=args.jit,
-        mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every or None,
-        keep_checkpoints=args.keep_checkpoints,
-        deterministic=args.deterministic,
-    )
+    config = _checked(TrainConfig, **settings_from_flags(args, TrainConfig))
     return _train(config)
 
 

@@ -122,3 +122,10 @@ def test_max_minutes_stops_cleanly_and_writes_everything(tmp_path):
     assert metrics["stopped_by_time_limit"] is True
     assert metrics["epochs_completed"] < 1000
     assert (model_dir / "model.keras").exists()
+
+
+def test_every_command_has_a_parser_and_a_runner():
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == set(cli.COMMANDS)
+    args = cli.build_parser().parse_args(["plot-positions", "--output", "p.svg"])
+    assert (args.length, args.d_model, args.output) == (100, 512, "p.svg")

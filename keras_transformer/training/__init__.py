@@ -14,7 +14,9 @@
 - `average_checkpoints`, `latest_checkpoints`: checkpoint averaging.
 - `BleuCallback`, `WallClockLimit`: sacreBLEU/chrF at epoch end, a time budget.
 - `TrainConfig`, `train_translator` (in `keras_transformer.training.trainer`):
-  what `keras-transformer train` runs.
+  what `keras-transformer train` runs. `TrainConfig` is declared in
+  `keras_transformer.training.config`, one field per setting with its help
+  text, command-line flag and resume-compatibility flag.
 """
 
 from keras_transformer.training.callbacks import BleuCallback

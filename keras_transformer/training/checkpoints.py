@@ -54,8 +54,23 @@ def _unreadable(path, error):
     )
 
 
-def _read_datasets(path):
-    """`{dataset path: numpy array}` of every dataset in a checkpoint."""
+def read_checkpoint_arrays(path):
+    """Reads every array of a Keras weights file into memory.
+
+    Reading all of them is also a check that the file is complete: a
+    truncated or corrupted file fails here, before any model is touched.
+
+    Args:
+        path: a local `.weights.h5` file (`model.save_weights`) or `.keras`
+            file (`model.save`).
+
+    Returns:
+        A dict `{dataset path in the HDF5 file: numpy array}`.
+
+    Raises:
+        ValueError: when the file is missing, cannot be read, or holds no
+            weights.
+    """
     if not os.path.isfile(path):
         raise ValueError(f"Checkpoint file not found: {path!r}")
     try:
@@ -211,7 +226,7 @@ def average_checkpoints(paths, output_path=None, model=None):
                 f"config from. Received: paths={paths}, output_path={output_path!r}"
             )
 
-    reference = _read_datasets(paths[0])
+    reference = read_checkpoint_arrays(paths[0])
     totals = {
         name: array.astype(np.float64)
         for name, array in reference.items()
@@ -219,7 +234,7 @@ def average_checkpoints(paths, output_path=None, model=None):
     }
     last = reference
     for path in paths[1:]:
-        values = _read_datasets(path)
+        values = read_checkpoint_arrays(path)
         _check_same_structure(reference, values, paths[0], path)
         for name in totals:
             totals[name] += values[name]

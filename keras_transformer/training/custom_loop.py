@@ -18,8 +18,17 @@ import warnings
 CHECKPOINT_PREFIX = "ckpt"
 
 
-def _worker_info(strategy):
-    """`(number of workers, task id)` of this process in `strategy`'s cluster."""
+def worker_info(strategy):
+    """The number of workers of `strategy`'s cluster and this one's task id.
+
+    Args:
+        strategy: a `tf.distribute.Strategy`.
+
+    Returns:
+        A tuple `(number of workers, task id)`: the chief and worker tasks
+        of the strategy's cluster resolver (at least 1), and this process's
+        task id; `(1, None)` for a strategy without a cluster resolver.
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:
         return 1, None
@@ -194,9 +203,75 @@ def fit_custom_loop(
     )
     ```
     """
-    import keras
     import tensorflow as tf
 
+    _check_loop_arguments(
+        model, epochs, steps_per_epoch, initial_epoch, save_every_steps
+    )
+    num_workers, task_id = worker_info(strategy)
+    is_chief = bool(strategy.extended.should_checkpoint)
+    if jit_compile is None:
+        jit_compile = bool(model.jit_compile) if num_workers == 1 else False
+    # State: model, loss, metrics and optimizer variables, and the step count.
+    element_spec = dataset_fn(tf.distribute.InputContext()).element_spec
+    build_training_state(model, strategy, element_spec)
+    first_step = initial_epoch * steps_per_epoch
+    progress = _Progress(
+        model,
+        strategy,
+        checkpoint_dir,
+        first_step=first_step,
+        max_to_keep=max_to_keep,
+        task_id=task_id,
+        is_chief=is_chief,
+    )
+    progress.restore(verbose=verbose and is_chief)
+    # Data: one iterator for the whole run, past the batches already used.
+    iterator = iter(
+        strategy.distribute_datasets_from_function(
+            _skipping_dataset_fn(dataset_fn, progress.step - first_step)
+        )
+    )
+    train_step = _train_step_function(model, strategy, progress.variable, jit_compile)
+    # The handler installs a SIGTERM handler: main thread only, and the
+    # previous one is put back at the end.
+    handle_preemption = (
+        preemption_handling and threading.current_thread() is threading.main_thread()
+    )
+    previous_sigterm = signal.getsignal(signal.SIGTERM) if handle_preemption else None
+    loop = _EpochLoop(
+        model,
+        strategy,
+        progress,
+        train_step,
+        iterator,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        save_every_steps=save_every_steps,
+        num_workers=num_workers,
+        verbose=verbose and is_chief,
+        callbacks=callbacks,
+        handler=_preemption_handler(strategy, progress, checkpoint_dir)
+        if handle_preemption
+        else None,
+    )
+    try:
+        return loop.run()
+    finally:
+        if loop.handler is not None:
+            signal.signal(
+                signal.SIGTERM,
+                signal.SIG_DFL if previous_sigterm is None else previous_sigterm,
+            )
+            # Stops its watcher threads (a daemon thread waits on the
+            # coordination service under a multi-worker strategy).
+            loop.handler = None
+
+
+def _check_loop_arguments(
+    model, epochs, steps_per_epoch, initial_epoch, save_every_steps
+):
+    """Raises `ValueError` for an uncompiled model or bad epoch/step counts."""
     if getattr(model, "optimizer", None) is None or not model.compiled:
         raise ValueError("`model` must be compiled (optimizer, loss, metrics).")
     for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
@@ -215,60 +290,110 @@ def fit_custom_loop(
             f"save_every_steps={save_every_steps!r}"
         )
 
-    num_workers, task_id = _worker_info(strategy)
-    is_chief = bool(strategy.extended.should_checkpoint)
-    if jit_compile is None:
-        jit_compile = bool(model.jit_compile) if num_workers == 1 else False
 
-    # State: model, loss, metrics and optimizer variables, and the step count.
-    element_spec = dataset_fn(tf.distribute.InputContext()).element_spec
-    build_training_state(model, strategy, element_spec)
-    with strategy.scope():
-        progress = tf.Variable(
-            initial_epoch * steps_per_epoch,
-            dtype="int64",
-            trainable=False,
-            name="progress",
-        )
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=model.optimizer, progress=progress
-    )
-    tf.io.gfile.makedirs(checkpoint_dir)
-    read_manager = tf.train.CheckpointManager(
+def _checkpoint_manager(checkpoint, directory, max_to_keep):
+    import tensorflow as tf
+
+    return tf.train.CheckpointManager(
         checkpoint,
-        checkpoint_dir,
+        directory,
         max_to_keep=max_to_keep,
         checkpoint_name=CHECKPOINT_PREFIX,
     )
-    if is_chief:
-        write_manager = read_manager
-    else:
-        write_manager = tf.train.CheckpointManager(
-            checkpoint,
-            os.path.join(checkpoint_dir, f"workertemp_{task_id}"),
-            max_to_keep=1,
-            checkpoint_name=CHECKPOINT_PREFIX,
-        )
-    restored_step = None
-    if read_manager.latest_checkpoint:
-        checkpoint.restore(read_manager.latest_checkpoint).expect_partial()
-        restored_step = int(progress.numpy())
-        if verbose and is_chief:
-            print(
-                f"Restored {read_manager.latest_checkpoint} (step {restored_step}).",
-                flush=True,
+
+
+class _Progress:
+    """The step count of a `fit_custom_loop` run and its checkpoints.
+
+    Holds `variable`, an int64 variable counting the steps done from epoch
+    0, and a `tf.train.Checkpoint(model=, optimizer=, progress=)`. The chief
+    reads and writes `checkpoint_dir`; another worker writes a temporary
+    `checkpoint_dir/workertemp_<task_id>` that is deleted after each save
+    (every worker must take part in a save).
+
+    Args:
+        model: the compiled, built model.
+        strategy: the `tf.distribute.Strategy` it was built under.
+        checkpoint_dir: str, the checkpoints' directory (created).
+        first_step: int, the step the run starts at without a later
+            checkpoint.
+        max_to_keep: int, checkpoints kept in `checkpoint_dir`.
+        task_id: this worker's task id (`None` with one worker).
+        is_chief: bool, whether this worker keeps its checkpoints.
+    """
+
+    def __init__(
+        self,
+        model,
+        strategy,
+        checkpoint_dir,
+        *,
+        first_step,
+        max_to_keep,
+        task_id,
+        is_chief,
+    ):
+        import tensorflow as tf
+
+        with strategy.scope():
+            self.variable = tf.Variable(
+                first_step, dtype="int64", trainable=False, name="progress"
             )
-    start = max(int(progress.numpy()), initial_epoch * steps_per_epoch)
-    progress.assign(start)
-    saved = {"at": restored_step}
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, progress=self.variable
+        )
+        tf.io.gfile.makedirs(checkpoint_dir)
+        self.first_step = first_step
+        self.is_chief = is_chief
+        self.reader = _checkpoint_manager(self.checkpoint, checkpoint_dir, max_to_keep)
+        self.writer = self.reader
+        if not is_chief:
+            self.writer = _checkpoint_manager(
+                self.checkpoint,
+                os.path.join(checkpoint_dir, f"workertemp_{task_id}"),
+                max_to_keep=1,
+            )
+        self.saved_at = None
 
-    def save():
-        if saved["at"] != int(progress.numpy()):
-            _save_checkpoint(write_manager, progress, is_chief)
-            saved["at"] = int(progress.numpy())
+    @property
+    def step(self):
+        """Steps done, counted from epoch 0."""
+        return int(self.variable.numpy())
 
-    # Data: one iterator for the whole run, past the batches already used.
-    skip = start - initial_epoch * steps_per_epoch
+    def restore(self, verbose=False):
+        """Restores the latest checkpoint, if any, and starts after it.
+
+        The run starts at the restored step, or at `first_step` when that is
+        later (or there is no checkpoint).
+        """
+        path = self.reader.latest_checkpoint
+        if path:
+            self.checkpoint.restore(path).expect_partial()
+            self.saved_at = self.step
+            if verbose:
+                print(f"Restored {path} (step {self.saved_at}).", flush=True)
+        self.variable.assign(max(self.step, self.first_step))
+
+    def save(self):
+        """Saves a checkpoint of the current step, unless it has one already."""
+        if self.saved_at != self.step:
+            _save_checkpoint(self.writer, self.variable, self.is_chief)
+            self.saved_at = self.step
+
+
+def _skipping_dataset_fn(dataset_fn, skip):
+    """`dataset_fn` with the first `skip` global batches of its stream dropped.
+
+    Each input pipeline drops its share: `skip` times the replicas it feeds.
+
+    Args:
+        dataset_fn: callable `input_context -> tf.data.Dataset` of
+            per-replica batches.
+        skip: int, global batches (steps) already trained on.
+
+    Returns:
+        A callable like `dataset_fn`.
+    """
 
     def distributed_dataset_fn(input_context):
         dataset = dataset_fn(input_context)
@@ -280,7 +405,13 @@ def fit_custom_loop(
             dataset = dataset.skip(skip * per_pipeline)
         return dataset
 
-    iterator = iter(strategy.distribute_datasets_from_function(distributed_dataset_fn))
+    return distributed_dataset_fn
+
+
+def _train_step_function(model, strategy, progress, jit_compile):
+    """A `tf.function(iterator)`: `model.train_step` on every replica, then
+    one more step in `progress`."""
+    import tensorflow as tf
 
     def replica_step(data):
         model.train_step(data)
@@ -290,88 +421,146 @@ def fit_custom_loop(
         strategy.run(replica_step, args=(next(iterator),))
         progress.assign_add(1)
 
-    handler = None
-    previous_sigterm = None
-    if preemption_handling and threading.current_thread() is threading.main_thread():
-        previous_sigterm = signal.getsignal(signal.SIGTERM)
-        handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-            strategy.cluster_resolver,
-            checkpoint,
-            checkpoint_dir,
-            termination_config=tf.distribute.experimental.TerminationConfig(
-                save_fn=save
-            ),
-        )
+    return train_step
 
-    callback_list = keras.callbacks.CallbackList(
-        callbacks, model=model, epochs=epochs, steps=steps_per_epoch, verbose=0
+
+def _preemption_handler(strategy, progress, checkpoint_dir):
+    """A `PreemptionCheckpointHandler` that saves with `progress.save`."""
+    import tensorflow as tf
+
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver,
+        progress.checkpoint,
+        checkpoint_dir,
+        termination_config=tf.distribute.experimental.TerminationConfig(
+            save_fn=progress.save
+        ),
     )
 
-    def should_stop():
-        if not getattr(model, "stop_training", False):
+
+class _EpochLoop:
+    """The epochs and steps of `fit_custom_loop`, with callbacks and saves.
+
+    `handler` is a `PreemptionCheckpointHandler` that runs each step, or
+    `None`; `callbacks` a list of callbacks or `None`.
+    """
+
+    def __init__(
+        self,
+        model,
+        strategy,
+        progress,
+        train_step,
+        iterator,
+        *,
+        epochs,
+        steps_per_epoch,
+        save_every_steps,
+        num_workers,
+        verbose,
+        callbacks,
+        handler,
+    ):
+        self.model = model
+        self.strategy = strategy
+        self.progress = progress
+        self.train_step = train_step
+        self.iterator = iterator
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.save_every_steps = save_every_steps
+        self.num_workers = num_workers
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.handler = handler
+
+    def run(self):
+        """Runs the epochs left; returns the history dict."""
+        import keras
+
+        callback_list = keras.callbacks.CallbackList(
+            self.callbacks,
+            model=self.model,
+            epochs=self.epochs,
+            steps=self.steps_per_epoch,
+            verbose=0,
+        )
+        history = {}
+        logs = None
+        self.model.stop_training = False
+        callback_list.on_train_begin()
+        first_epoch = self.progress.step // self.steps_per_epoch
+        for epoch in range(first_epoch, self.epochs):
+            stop, logs = self._run_epoch(epoch, callback_list)
+            for name, value in logs.items():
+                history.setdefault(name, []).append(value)
+            if stop:
+                self.model.stop_training = True
+                break
+        callback_list.on_train_end(logs=logs)
+        return history
+
+    def _run_epoch(self, epoch, callback_list):
+        """Runs the rest of `epoch`.
+
+        Returns:
+            `(stop, logs)`: whether training stops after this epoch, and
+            the epoch's metric values.
+        """
+        begin = self.progress.step - epoch * self.steps_per_epoch
+        if begin == 0:
+            self.model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        stop = False
+        for step in range(begin, self.steps_per_epoch):
+            if self.callbacks:
+                callback_list.on_train_batch_begin(step)
+            self._step()
+            if self.callbacks:
+                callback_list.on_train_batch_end(step, {})
+                stop = self.should_stop()
+                if stop:
+                    break
+        logs = self._metric_values()
+        self.progress.save()
+        if self.verbose:
+            values = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            print(f"Epoch {epoch + 1}/{self.epochs} - {values}", flush=True)
+        callback_list.on_epoch_end(epoch, logs)
+        return stop or bool(self.callbacks and self.should_stop()), logs
+
+    def _step(self):
+        """One train step (through the preemption handler), maybe a save."""
+        if self.handler is not None:
+            self.handler.run(self.train_step, self.iterator)
+        else:
+            self.train_step(self.iterator)
+        every = self.save_every_steps
+        if every and self.progress.step % every == 0:
+            self.progress.save()
+
+    def _metric_values(self):
+        """The model's metrics as floats (global values across replicas)."""
+        with self.strategy.scope():
+            return {
+                name: float(value)
+                for name, value in self.model.get_metrics_result().items()
+            }
+
+    def should_stop(self):
+        """Whether `model.stop_training` was set (heeded with one worker only)."""
+        if not getattr(self.model, "stop_training", False):
             return False
-        if num_workers == 1:
+        if self.num_workers == 1:
             return True
-        # The workers would have to agree on the step to stop at (a
-        # separate cross-worker all-reduce between steps desynchronized the
-        # collectives of the preemption handler in our tests).
+        # The workers would have to agree on the step to stop at; a separate
+        # cross-worker all-reduce between steps would desynchronize the
+        # collectives of the preemption handler.
         warnings.warn(
             "`model.stop_training` is ignored with several workers: every "
             "worker must run the same steps.",
-            stacklevel=3,
+            # The caller of `fit_custom_loop`.
+            stacklevel=5,
         )
-        model.stop_training = False
+        self.model.stop_training = False
         return False
-
-    history = {}
-    logs = None
-    model.stop_training = False
-    try:
-        callback_list.on_train_begin()
-        first_epoch = start // steps_per_epoch
-        for epoch in range(first_epoch, epochs):
-            begin = int(progress.numpy()) - epoch * steps_per_epoch
-            if begin == 0:
-                model.reset_metrics()
-            callback_list.on_epoch_begin(epoch)
-            stop = False
-            for step in range(begin, steps_per_epoch):
-                if callbacks:
-                    callback_list.on_train_batch_begin(step)
-                if handler is not None:
-                    handler.run(train_step, iterator)
-                else:
-                    train_step(iterator)
-                if save_every_steps and int(progress.numpy()) % save_every_steps == 0:
-                    save()
-                if callbacks:
-                    callback_list.on_train_batch_end(step, {})
-                    stop = should_stop()
-                    if stop:
-                        break
-            with strategy.scope():
-                logs = {
-                    name: float(value)
-                    for name, value in model.get_metrics_result().items()
-                }
-            save()
-            for name, value in logs.items():
-                history.setdefault(name, []).append(value)
-            if verbose and is_chief:
-                values = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {values}", flush=True)
-            callback_list.on_epoch_end(epoch, logs)
-            if stop or (callbacks and should_stop()):
-                model.stop_training = True
-                break
-        callback_list.on_train_end(logs=logs)
-    finally:
-        if handler is not None:
-            signal.signal(
-                signal.SIGTERM,
-                signal.SIG_DFL if previous_sigterm is None else previous_sigterm,
-            )
-            # Stops its watcher threads (a daemon thread waits on the
-            # coordination service under a multi-worker strategy).
-            del handler
-    return history

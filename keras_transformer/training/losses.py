@@ -57,11 +57,10 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
     reuses the forward pass's `exp`, so the backward pass is a few
     elementwise passes over the logits instead of the gradient of
     `log_softmax`. Under XLA (and on the JAX backend, which always compiles
-    with it) the log-sum-exp is differentiated by autodiff, which XLA fuses:
-    a training step within ~1% of the custom gradient's, without the ~450 MB
-    more that the custom gradient kept resident there
-    (`benchmarks/README.md`, session 9, has the timings, against Keras's
-    sparse cross-entropy too).
+    with it) the log-sum-exp is differentiated by autodiff, which XLA fuses
+    into a step about as fast as the custom gradient's, and without the
+    extra memory the custom gradient keeps resident there (timings, also
+    against Keras's sparse cross-entropy, in `benchmarks/README.md`).
 
     Args:
         y_true: int `(...)` target ids.
@@ -93,8 +92,8 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, from_logits=True):
     eps = float(label_smoothing)
     if in_xla_context():
         # XLA fuses the log-sum-exp's own gradient; the custom gradient below
-        # was ~1% faster there per training step but kept ~450 MB more
-        # resident (benchmarks/README.md, session 9).
+        # is about as fast there and keeps more memory resident
+        # (benchmarks/README.md).
         peak = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
         shifted = logits - peak  # (..., V); the max's gradient cancels
         return _smoothed_losses(shifted, ops.exp(shifted), y_true, eps)[0]

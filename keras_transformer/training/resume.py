@@ -36,7 +36,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_transformer.training.checkpoints import _read_datasets
+from keras_transformer.training.checkpoints import read_checkpoint_arrays
 
 STATE_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)\.json$")
@@ -351,7 +351,7 @@ def restore_latest(model, directory):
                 tf.io.gfile.copy(weights, local)
             # Reads every array first: a truncated file fails here, before
             # the model is touched.
-            _read_datasets(local)
+            read_checkpoint_arrays(local)
             model.load_weights(local)
         except Exception as error:  # JSON, h5py, shape mismatch...
             failures.append(f"{os.path.basename(path)}: {error}")

@@ -1,7 +1,7 @@
 """Picking a `tf.distribute` strategy: TPU, mirrored GPUs, multi-worker, default.
 
 Every failure is fast and explicit: asking for a TPU on a machine without one
-raises a `RuntimeError` in well under a second instead of waiting on a cloud
+raises a `RuntimeError` at once instead of waiting on a cloud
 metadata server or a gRPC connection.
 """
 

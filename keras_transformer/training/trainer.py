@@ -2,7 +2,8 @@
 
 `train_translator(TrainConfig(...))` is what `keras-transformer train` and
 `keras-transformer demo` run. It writes a trained-model directory (see
-`keras_transformer.model_directory`).
+`keras_transformer.model_directory`). The settings, `TrainConfig`, are
+declared in `keras_transformer.training.config` (and imported here).
 """
 
 import dataclasses
@@ -21,9 +22,14 @@ from keras_transformer.text import load_vocabularies
 from keras_transformer.text import save_vocabularies
 from keras_transformer.training.callbacks import BleuCallback
 from keras_transformer.training.callbacks import WallClockLimit
-from keras_transformer.training.custom_loop import _worker_info
+from keras_transformer.training.config import (
+    MIXED_PRECISION_POLICIES as MIXED_PRECISION_POLICIES,
+)
+from keras_transformer.training.config import RESUME_KEYS
+from keras_transformer.training.config import TrainConfig
 from keras_transformer.training.custom_loop import build_training_state
 from keras_transformer.training.custom_loop import fit_custom_loop
+from keras_transformer.training.custom_loop import worker_info
 from keras_transformer.training.losses import LabelSmoothedCrossEntropy
 from keras_transformer.training.metrics import MaskedAccuracy
 from keras_transformer.training.resume import DataPosition
@@ -32,7 +38,6 @@ from keras_transformer.training.resume import fit_by_epoch
 from keras_transformer.training.resume import restore_latest
 from keras_transformer.training.schedules import transformer_optimizer
 from keras_transformer.training.strategy import get_strategy
-from keras_transformer.utils import check_positive_int
 from keras_transformer.utils import has_accelerator
 
 RESUME_DIR = "resume"
@@ -43,131 +48,8 @@ class SetupError(ValueError):
     """The run cannot start: no such device/strategy, or unusable checkpoints."""
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Settings of one training run (`keras-transformer train` flags).
-
-    Attributes:
-        train: SPEC of the training data (`tsv:PATH`, `files:SRC,TGT`,
-            `tfds:NAME`, `demo`).
-        valid: optional SPEC of the validation data (for `demo`, the demo's
-            validation split is used when this is `None`).
-        output: the model directory to write.
-        preset: `"tiny"`, `"base"` or `"big"`.
-        model_overrides: constructor arguments overriding the preset.
-        vocab_size: maximum SentencePiece vocabulary size.
-        shared_vocabulary: one vocabulary for both languages.
-        vocabulary_sentences: sentences per side used to train it.
-        epochs: int. steps_per_epoch: int or `None` (one pass over the data).
-        batch_size: sentences per batch, or `batch_tokens` per batch.
-        max_length: longest source/target kept, in tokens.
-        bucket_boundaries: the length buckets' padded lengths: `"default"`
-            (`data.DEFAULT_BOUNDARIES`, two per octave) or `"fine"`
-            (`data.FINE_BOUNDARIES`, four per octave: about half the
-            padding, with token batches 7-13% more real tokens/s in graph
-            mode on this project's benchmarks, but twice the batch shapes,
-            each one more compilation under XLA).
-        warmup_steps, learning_rate_scale: the paper's schedule.
-        label_smoothing: float.
-        max_minutes: wall-clock budget; training stops cleanly after it.
-        bleu_sentences: validation sentences decoded for BLEU each epoch.
-        seed: int.
-        jit_compile: compile the train step with XLA; `None` (default):
-            yes, except under `mixed_bfloat16` without a GPU/TPU (XLA:CPU
-            computes bf16 matmuls in float32, graph mode is ~1.5x faster;
-            benchmarks/README.md) and under a multi-replica strategy on CPUs
-            (TF 2.21 cannot compile it there). Off with `deterministic`.
-        strategy: `"auto"`, `"tpu"`, `"mirrored"`, `"multiworker"` or
-            `"default"` (see `get_strategy`); `tpu`: the TPU name or address;
-            `devices`: the devices of `"mirrored"`.
-        steps_per_execution: train steps per compiled call (TPUs: 50-200).
-        mixed_precision: `None`, `"mixed_bfloat16"` or `"mixed_float16"`.
-        checkpoint_every: save the full training state (weights, optimizer,
-            data position) every this many batches, and at every epoch end,
-            keeping the last `keep_checkpoints`; rerunning the same command
-            resumes at the exact step.
-        deterministic: `tf.config.experimental.enable_op_determinism()`.
-    """
-
-    train: str
-    output: str
-    valid: str | None = None
-    preset: str = "tiny"
-    model_overrides: dict = dataclasses.field(default_factory=dict)
-    vocab_size: int = 8000
-    shared_vocabulary: bool = True
-    vocabulary_sentences: int = 200_000
-    epochs: int = 10
-    steps_per_epoch: int | None = None
-    batch_size: int | None = 64
-    batch_tokens: int | None = None
-    max_length: int = 128
-    bucket_boundaries: str = "default"
-    warmup_steps: int = 4000
-    learning_rate_scale: float = 1.0
-    label_smoothing: float = 0.1
-    max_minutes: float | None = None
-    bleu_sentences: int = 200
-    bleu_beam_size: int = 1
-    bleu_tokenize: str = "13a"
-    seed: int = 1234
-    jit_compile: bool | None = None
-    strategy: str = "auto"
-    tpu: str | None = None
-    devices: list | None = None
-    steps_per_execution: int = 1
-    mixed_precision: str | None = None
-    checkpoint_every: int | None = 1000
-    keep_checkpoints: int = 3
-    deterministic: bool = False
-    verbose: int | str = "auto"
-
-    def __post_init__(self):
-        for name in ("epochs", "steps_per_execution", "keep_checkpoints"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("max_length", self.max_length)
-        if self.max_length < 2:
-            raise ValueError(
-                "`max_length` must be at least 2 (a token and EOS). "
-                f"Received: max_length={self.max_length}"
-            )
-        for name in (
-            "steps_per_epoch",
-            "checkpoint_every",
-            "batch_size",
-            "batch_tokens",
-        ):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
-        if self.bucket_boundaries not in BUCKET_BOUNDARIES:
-            raise ValueError(
-                f"`bucket_boundaries` must be one of {tuple(BUCKET_BOUNDARIES)}. "
-                f"Received: bucket_boundaries={self.bucket_boundaries!r}"
-            )
-        if self.mixed_precision not in MIXED_PRECISION_POLICIES:
-            raise ValueError(
-                f"`mixed_precision` must be one of {MIXED_PRECISION_POLICIES}. "
-                f"Received: mixed_precision={self.mixed_precision!r}"
-            )
-
-
-MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
+# The length-bucket ladders of `TrainConfig.bucket_boundaries`.
 BUCKET_BOUNDARIES = {"default": data.DEFAULT_BOUNDARIES, "fine": data.FINE_BOUNDARIES}
-# Settings a resumed run must share with the run that wrote the checkpoints.
-_RESUME_KEYS = (
-    "train",
-    "mixed_precision",
-    "preset",
-    "model_overrides",
-    "vocab_size",
-    "shared_vocabulary",
-    "steps_per_epoch",
-    "batch_size",
-    "batch_tokens",
-    "max_length",
-    "bucket_boundaries",
-    "seed",
-)
 
 
 def demo_config(output="runs/demo", max_minutes=7.0):
@@ -215,9 +97,16 @@ def _vocabularies(config, train_pairs):
 
 
 def resolve_jit_compile(config, strategy):
-    """`config.jit_compile`, or the default for the policy and hardware."""
+    """Whether to compile the train step with XLA.
+
+    `False` with `config.deterministic` (Keras turns XLA off under op
+    determinism anyway), else `config.jit_compile` when set. By default:
+    yes on a GPU or TPU; on CPUs, no under `mixed_bfloat16` (XLA on CPUs
+    computes bfloat16 matmuls in float32, so graph mode trains faster; see
+    `benchmarks/README.md`) and no under a strategy with several replicas
+    (TensorFlow cannot compile its step there), yes otherwise.
+    """
     if config.deterministic:
-        # Keras turns XLA off under op determinism anyway.
         return False
     if config.jit_compile is not None:
         return config.jit_compile
@@ -263,7 +152,7 @@ def _check_resumable(config):
     except ValueError as error:
         raise SetupError(f"{saved_path!r} is not valid JSON ({error})") from error
     current = dataclasses.asdict(config)
-    changed = [k for k in _RESUME_KEYS if k in saved and saved[k] != current[k]]
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != current[k]]
     if changed:
         details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
         raise SetupError(
@@ -304,167 +193,260 @@ def train_translator(config):
 
 
 def _train(config, strategy):
+    """Prepares the data and vocabularies, trains, writes the model directory."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
     os.makedirs(config.output, exist_ok=True)
     started = time.time()
-    resume_dir = os.path.join(
-        layout.path(config.output, layout.CHECKPOINT_DIR), RESUME_DIR
-    )
     # Before anything is reused (vocabulary, checkpoints) or overwritten.
     _check_resumable(config)
     train_pairs = _pairs(config.train, "train")
-    valid_spec = config.valid or (
-        config.train if config.train.split(":")[0] == "demo" else None
-    )
+    valid_spec = _validation_spec(config)
     valid_pairs = _pairs(valid_spec, "valid") if valid_spec else None
-    source_tokenizer, target_tokenizer = _vocabularies(config, train_pairs)
+    tokenizers = _vocabularies(config, train_pairs)
     layout.write_json(
         layout.path(config.output, layout.CONFIG_FILE), dataclasses.asdict(config)
     )
-    repeat = config.steps_per_epoch is not None
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return _train_multiworker(
-            config, strategy, train_pairs, source_tokenizer, target_tokenizer, started
-        )
-
-    def dataset(pairs, training, seed=config.seed):
-        return _dataset(
-            config, pairs, source_tokenizer, target_tokenizer, training, seed, repeat
-        )
-
-    # Epoch e's order is seeded by seed + e, so a resumed run can rebuild it.
-    position = DataPosition(repeat=repeat)
-    train_data = position.dataset(
-        lambda epoch: dataset(train_pairs, True, seed=config.seed + epoch)
+        return _train_multiworker(config, strategy, train_pairs, *tokenizers, started)
+    return _train_with_fit(
+        config, strategy, train_pairs, valid_pairs, tokenizers, started
     )
-    valid_data = dataset(valid_pairs, False) if valid_pairs is not None else None
+
+
+def _validation_spec(config):
+    """The SPEC of the validation data: `config.valid`, or the demo's split.
+
+    Returns:
+        A SPEC string, or `None` when there is no validation data.
+    """
+    if config.valid:
+        return config.valid
+    return config.train if config.train.split(":")[0] == "demo" else None
+
+
+def _train_with_fit(config, strategy, train_pairs, valid_pairs, tokenizers, started):
+    """Trains with `model.fit`, resuming from `DIR/checkpoints/resume/`."""
+    position, train_data, valid_data = _fit_datasets(
+        config, train_pairs, valid_pairs, tokenizers
+    )
     jit_compile = resolve_jit_compile(config, strategy)
     with strategy.scope():
-        model = build_model(config, source_tokenizer, target_tokenizer, jit_compile)
-
-    state = None
+        model = build_model(config, *tokenizers, jit_compile)
     # Built from the data's int32 specs (what `fit` would do, but without
     # Keras's replica-averaged float batch under multi-replica strategies).
     build_training_state(model, strategy, train_data.element_spec)
-    if os.path.isdir(resume_dir):
-        with strategy.scope():
-            try:
-                state = restore_latest(model, resume_dir)
-            except ValueError as error:
-                raise SetupError(str(error)) from error
+    state = _restore_state(model, strategy, _resume_dir(config))
     checkpoint = StepCheckpoint(
-        resume_dir,
+        _resume_dir(config),
         position,
         every_steps=config.checkpoint_every,
         keep=config.keep_checkpoints,
         history=state["history"] if state else None,
     )
-    initial_epoch = 0
-    if state:
-        initial_epoch = state["epoch"]
-        checkpoint.start(state["epoch"], state["batch"], state["consumed"])
-        if not repeat and state["batch"] and not _has_batches(train_data):
-            # Stopped after the epoch's last batch, before its end: next one.
-            initial_epoch += 1
-            checkpoint.start(initial_epoch, 0, state["consumed"])
-
-    callbacks = []
-    if valid_pairs is not None and config.bleu_sentences:
-        from keras_transformer.evaluation import translate_all
-        from keras_transformer.export import Translator
-
-        bleu_pairs = list(itertools.islice(iter(valid_pairs), config.bleu_sentences))
-        translator = Translator(
-            model, source_tokenizer, target_tokenizer, beam_size=config.bleu_beam_size
-        )
-        # First, so that TensorBoard and the checkpoints see `val_bleu`.
-        callbacks.append(
-            BleuCallback(
-                lambda sources: translate_all(translator, sources),
-                [s for s, _ in bleu_pairs],
-                [t for _, t in bleu_pairs],
-                bleu_tokenize=config.bleu_tokenize,
-            )
-        )
-    os.makedirs(layout.path(config.output, layout.CHECKPOINT_DIR), exist_ok=True)
-    callbacks += [
-        keras.callbacks.TensorBoard(layout.path(config.output, layout.LOG_DIR)),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(
-                layout.path(config.output, layout.CHECKPOINT_DIR),
-                "epoch-{epoch:03d}.weights.h5",
-            ),
-            save_weights_only=True,
-        ),
-        checkpoint,
-    ]
+    initial_epoch = _start_checkpoint(checkpoint, state, position.repeat, train_data)
+    callbacks = _bleu_callbacks(config, model, valid_pairs, *tokenizers)
+    callbacks += _file_callbacks(config, checkpoint)
     wall_clock = None
     if config.max_minutes:
         wall_clock = _wall_clock(config, started, restart_each_fit=False)
         callbacks.append(wall_clock)
+    stopped = lambda: bool(wall_clock and wall_clock.stopped_early)
+    _fit(
+        model,
+        train_data,
+        config,
+        checkpoint,
+        initial_epoch,
+        resumed_batch=state["batch"] if state else 0,
+        stopped=stopped,
+        validation_data=valid_data,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    model.save(layout.path(config.output, layout.MODEL_FILE))
+    metrics = _fit_metrics(
+        checkpoint,
+        model,
+        strategy,
+        resumed_from_step=state["step"] if state else None,
+        stopped_by_time_limit=stopped(),
+        started=started,
+        jit_compile=jit_compile,
+    )
+    layout.write_json(layout.path(config.output, layout.METRICS_FILE), metrics)
+    return metrics
 
-    if repeat:
-        # One stream for the whole run (Keras keeps one iterator per `fit`).
-        fit = lambda first, last, steps: model.fit(
-            train_data,
-            validation_data=valid_data,
-            epochs=last,
-            initial_epoch=first,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=config.verbose,
+
+def _fit_datasets(config, train_pairs, valid_pairs, tokenizers):
+    """`(DataPosition, resumable training dataset, validation dataset or None)`.
+
+    Epoch `e`'s order is seeded by `config.seed + e`, so that a resumed run
+    can rebuild it.
+    """
+    repeat = config.steps_per_epoch is not None
+
+    def dataset(pairs, training, seed=config.seed):
+        return _dataset(config, pairs, *tokenizers, training, seed, repeat)
+
+    position = DataPosition(repeat=repeat)
+    train_data = position.dataset(
+        lambda epoch: dataset(train_pairs, True, seed=config.seed + epoch)
+    )
+    valid_data = dataset(valid_pairs, False) if valid_pairs is not None else None
+    return position, train_data, valid_data
+
+
+def _resume_dir(config):
+    return os.path.join(layout.path(config.output, layout.CHECKPOINT_DIR), RESUME_DIR)
+
+
+def _restore_state(model, strategy, resume_dir):
+    """The state of the latest `StepCheckpoint` restored into `model`, or `None`."""
+    if not os.path.isdir(resume_dir):
+        return None
+    with strategy.scope():
+        try:
+            return restore_latest(model, resume_dir)
+        except ValueError as error:
+            raise SetupError(str(error)) from error
+
+
+def _start_checkpoint(checkpoint, state, repeat, train_data):
+    """Positions `checkpoint` and the data where `state` stopped.
+
+    Returns:
+        The epoch to start `fit` at.
+    """
+    if not state:
+        return 0
+    epoch = state["epoch"]
+    checkpoint.start(epoch, state["batch"], state["consumed"])
+    if not repeat and state["batch"] and not _has_batches(train_data):
+        # Stopped after the epoch's last batch, before its end: next one.
+        epoch += 1
+        checkpoint.start(epoch, 0, state["consumed"])
+    return epoch
+
+
+def _bleu_callbacks(config, model, valid_pairs, source_tokenizer, target_tokenizer):
+    """`[BleuCallback]` on `config.bleu_sentences` validation pairs, or `[]`."""
+    if valid_pairs is None or not config.bleu_sentences:
+        return []
+    from keras_transformer.evaluation import translate_all
+    from keras_transformer.export import Translator
+
+    bleu_pairs = list(itertools.islice(iter(valid_pairs), config.bleu_sentences))
+    translator = Translator(
+        model, source_tokenizer, target_tokenizer, beam_size=config.bleu_beam_size
+    )
+    # First in the list, so that TensorBoard and the checkpoints see `val_bleu`.
+    return [
+        BleuCallback(
+            lambda sources: translate_all(translator, sources),
+            [s for s, _ in bleu_pairs],
+            [t for _, t in bleu_pairs],
+            bleu_tokenize=config.bleu_tokenize,
         )
-        resumed_batch = state["batch"] if state else 0
-        if resumed_batch and initial_epoch < config.epochs:
-            # The rest of the interrupted epoch, then a new stream that
-            # skips everything consumed so far.
-            left = config.steps_per_epoch - resumed_batch
-            if left > 0:
-                fit(initial_epoch, initial_epoch + 1, left)
-            initial_epoch += 1
-            checkpoint.start(initial_epoch, 0, checkpoint.steps)
-        stopped = wall_clock and wall_clock.stopped_early
-        if initial_epoch < config.epochs and not stopped:
-            fit(initial_epoch, config.epochs, config.steps_per_epoch)
-    else:
+    ]
+
+
+def _file_callbacks(config, checkpoint):
+    """TensorBoard logs, per-epoch weights and the resumable `checkpoint`."""
+    checkpoint_dir = layout.path(config.output, layout.CHECKPOINT_DIR)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    return [
+        keras.callbacks.TensorBoard(layout.path(config.output, layout.LOG_DIR)),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(checkpoint_dir, "epoch-{epoch:03d}.weights.h5"),
+            save_weights_only=True,
+        ),
+        checkpoint,
+    ]
+
+
+def _fit(
+    model,
+    train_data,
+    config,
+    checkpoint,
+    initial_epoch,
+    *,
+    resumed_batch,
+    stopped,
+    **fit_kwargs,
+):
+    """Runs `fit` from `initial_epoch` to `config.epochs`.
+
+    Epochs that are passes over the data get one `fit` call each
+    (`fit_by_epoch`). With `config.steps_per_epoch`, the epochs are slices of
+    one endless stream, and Keras keeps one iterator per `fit` call: a run
+    resumed `resumed_batch` batches into an epoch first trains the rest of
+    that epoch, then continues on a new stream that skips every batch
+    consumed so far. No epoch starts once `stopped()` is true.
+    """
+    if config.steps_per_epoch is None:
         fit_by_epoch(
             model,
             train_data,
-            validation_data=valid_data,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=config.verbose,
-            stop=lambda: bool(wall_clock and wall_clock.stopped_early),
+            stop=stopped,
+            **fit_kwargs,
         )
-    model.save(layout.path(config.output, layout.MODEL_FILE))
+        return
+    fit = lambda first, last, steps: model.fit(
+        train_data,
+        epochs=last,
+        initial_epoch=first,
+        steps_per_epoch=steps,
+        **fit_kwargs,
+    )
+    if resumed_batch and initial_epoch < config.epochs:
+        left = config.steps_per_epoch - resumed_batch
+        if left > 0:
+            fit(initial_epoch, initial_epoch + 1, left)
+        initial_epoch += 1
+        checkpoint.start(initial_epoch, 0, checkpoint.steps)
+    if initial_epoch < config.epochs and not stopped():
+        fit(initial_epoch, config.epochs, config.steps_per_epoch)
+
+
+def _fit_metrics(
+    checkpoint,
+    model,
+    strategy,
+    *,
+    resumed_from_step,
+    stopped_by_time_limit,
+    started,
+    jit_compile,
+):
+    """The `metrics.json` of a `fit` run, its last epoch's logs included."""
     history = [checkpoint.history[e] for e in sorted(checkpoint.history)]
     last = lambda name: (
         float(history[-1][name]) if history and name in history[-1] else math.nan
     )
-    metrics = {
+    return {
         "steps": checkpoint.steps,
         "optimizer_iterations": int(
             keras.ops.convert_to_numpy(model.optimizer.iterations)
         ),
         "epochs_completed": len(history),
-        "resumed_from_step": state["step"] if state else None,
+        "resumed_from_step": resumed_from_step,
         "train_loss": last("loss"),
         "train_accuracy": last("masked_accuracy"),
         "valid_loss": last("val_loss"),
         "valid_accuracy": last("val_masked_accuracy"),
         "valid_bleu": last("val_bleu"),
-        "stopped_by_time_limit": bool(wall_clock and wall_clock.stopped_early),
+        "stopped_by_time_limit": stopped_by_time_limit,
         "wall_seconds": round(time.time() - started, 1),
         "parameters": int(model.count_params()),
         "strategy": type(strategy).__name__,
         "replicas": int(strategy.num_replicas_in_sync),
         "jit_compile": bool(jit_compile),
     }
-    layout.write_json(layout.path(config.output, layout.METRICS_FILE), metrics)
-    return metrics
 
 
 def _train_multiworker(
@@ -534,7 +516,7 @@ def _train_multiworker(
         "parameters": int(model.count_params()),
         "strategy": type(strategy).__name__,
         "replicas": int(replicas),
-        "workers": _worker_info(strategy)[0],
+        "workers": worker_info(strategy)[0],
         "jit_compile": bool(jit_compile),
     }
     if strategy.extended.should_checkpoint:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_transformer.training import custom_loop
 from keras_transformer.training import fit_custom_loop
 from keras_transformer.training.strategy import TPU_ENVIRONMENT_VARIABLES
 from tests.training import multiworker_worker as worker
@@ -299,3 +300,56 @@ def test_two_workers_preempted_then_restarted_match_one_process(
     # `fit` works again: update the warning of `get_strategy("multiworker")`.
     assert chief["fit_error"] is not None
     assert "PerReplica" in chief["fit_error"] or "reduction" in chief["fit_error"]
+
+
+class _Resolver:
+    task_id = 1
+
+    def cluster_spec(self):
+        return tf.train.ClusterSpec(
+            {"chief": ["a:1"], "worker": ["b:1", "c:1"], "ps": ["d:1"]}
+        )
+
+
+def test_worker_info_counts_chief_and_workers():
+    assert custom_loop.worker_info(tf.distribute.get_strategy()) == (1, None)
+    strategy = type("Strategy", (), {"cluster_resolver": _Resolver()})()
+    assert custom_loop.worker_info(strategy) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    "replicas, pipelines, skip, expected",
+    [(1, 1, 0, 0), (1, 1, 3, 3), (4, 2, 3, 6), (2, 4, 3, 3)],
+)
+def test_skipping_dataset_fn_drops_each_pipelines_share(
+    replicas, pipelines, skip, expected
+):
+    dataset_fn = lambda context: tf.data.Dataset.range(20)
+    skipping = custom_loop._skipping_dataset_fn(dataset_fn, skip)
+    context = tf.distribute.InputContext(
+        num_input_pipelines=pipelines,
+        input_pipeline_id=0,
+        num_replicas_in_sync=replicas,
+    )
+    assert int(next(iter(skipping(context)))) == expected
+
+
+def _loop(num_workers):
+    model = type("Model", (), {"stop_training": False})()
+    return custom_loop._EpochLoop(
+        model, None, None, None, None, epochs=1, steps_per_epoch=1,
+        save_every_steps=None, num_workers=num_workers, verbose=0,
+        callbacks=None, handler=None,
+    )  # fmt: skip
+
+
+def test_stop_training_is_heeded_with_one_worker_only():
+    loop = _loop(num_workers=1)
+    assert not loop.should_stop()
+    loop.model.stop_training = True
+    assert loop.should_stop()
+    loop = _loop(num_workers=2)
+    loop.model.stop_training = True
+    with pytest.warns(UserWarning, match="ignored with several workers"):
+        assert not loop.should_stop()
+    assert loop.model.stop_training is False

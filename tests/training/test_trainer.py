@@ -73,4 +73,81 @@ def test_cli_passes_bucket_boundaries():
     assert args.bucket_boundaries == "fine"
     default = parser.parse_args(["train", "--train", "demo", "--output", "o"])
     assert default.bucket_boundaries == "default"
-    assert "bucket_boundaries" in trainer._RESUME_KEYS
+    assert "bucket_boundaries" in trainer.RESUME_KEYS
+
+
+@pytest.mark.parametrize(
+    "train, valid, expected",
+    [("demo", None, "demo"), ("demo", "tsv:v", "tsv:v"), ("tsv:t", None, None)],
+)
+def test_validation_spec_defaults_to_the_demo_split(train, valid, expected):
+    config = trainer.TrainConfig(train=train, valid=valid, output="o")
+    assert trainer._validation_spec(config) == expected
+
+
+class _Checkpoint:
+    """Records `StepCheckpoint.start` calls."""
+
+    def __init__(self, steps=0):
+        self.starts, self.steps = [], steps
+
+    def start(self, epoch, batch, consumed):
+        self.starts.append((epoch, batch, consumed))
+
+
+def test_start_checkpoint_positions_the_run():
+    checkpoint = _Checkpoint()
+    assert trainer._start_checkpoint(checkpoint, None, False, None) == 0
+    assert checkpoint.starts == []
+    state = {"epoch": 2, "batch": 3, "consumed": 20}
+    data = tf.data.Dataset.range(1)
+    assert trainer._start_checkpoint(checkpoint, state, False, data) == 2
+    assert checkpoint.starts == [(2, 3, 20)]
+    # The interrupted epoch had no batch left: the run starts at the next one.
+    checkpoint = _Checkpoint()
+    empty = data.take(0)
+    assert trainer._start_checkpoint(checkpoint, state, False, empty) == 3
+    assert checkpoint.starts == [(2, 3, 20), (3, 0, 20)]
+
+
+class _Model:
+    """Records `fit` calls as `(initial_epoch, epochs, steps_per_epoch)`."""
+
+    def __init__(self):
+        self.calls = []
+
+    def fit(self, data, epochs, initial_epoch, steps_per_epoch=None, **kwargs):
+        self.calls.append((initial_epoch, epochs, steps_per_epoch))
+
+
+def _fit(config, initial_epoch, resumed_batch=0, stopped=lambda: False):
+    model, checkpoint = _Model(), _Checkpoint(steps=17)
+    trainer._fit(
+        model,
+        None,
+        config,
+        checkpoint,
+        initial_epoch,
+        resumed_batch=resumed_batch,
+        stopped=stopped,
+        verbose=0,
+    )
+    return model.calls, checkpoint.starts
+
+
+def test_fit_finishes_a_resumed_epoch_of_the_stream_then_the_rest():
+    config = trainer.TrainConfig(train="t", output="o", epochs=4, steps_per_epoch=5)
+    assert _fit(config, 0) == ([(0, 4, 5)], [])
+    calls, starts = _fit(config, 1, resumed_batch=2)
+    assert calls == [(1, 2, 3), (2, 4, 5)]
+    assert starts == [(2, 0, 17)]
+    calls, _ = _fit(config, 1, resumed_batch=2, stopped=lambda: True)
+    assert calls == [(1, 2, 3)]
+    # Stopped after the epoch's last batch: only the later epochs run.
+    assert _fit(config, 1, resumed_batch=5)[0] == [(2, 4, 5)]
+
+
+def test_fit_runs_one_call_per_epoch_without_steps_per_epoch():
+    config = trainer.TrainConfig(train="t", output="o", epochs=3)
+    assert _fit(config, 1)[0] == [(1, 3, None), (2, 3, None)]
+    assert _fit(config, 0, stopped=lambda: True)[0] == [(0, 3, None)]

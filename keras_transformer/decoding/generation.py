@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_transformer.decoding.beam import beam_search
 from keras_transformer.decoding.greedy import greedy_search
+from keras_transformer.utils import check_positive_int
 from keras_transformer.utils import cpu_tuned_paths
 from keras_transformer.utils import standardize_cache_dtype
 
@@ -13,25 +14,70 @@ from keras_transformer.utils import standardize_cache_dtype
 EXTRA_LENGTH = 50
 
 
-def _check_positive(name, value):
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+def _positive_int(name, value):
+    """`value` as a Python int; a `ValueError` unless it is a positive integer.
+
+    Numpy integers are accepted too (sizes often come from array shapes);
+    the check itself is `keras_transformer.utils.check_positive_int`.
+    """
+    value = int(value) if isinstance(value, np.integer) else value
+    check_positive_int(name, value)
+    return value
+
+
+def check_search_arguments(model, max_length, beam_size, num_return_sequences):
+    """Validates `generate()`'s counts against each other and the model.
+
+    Args:
+        model: the model that will decode (`output_vocabulary_size`,
+            `position_encoding`, `max_positions`).
+        max_length: the most tokens to generate.
+        beam_size: hypotheses per sentence.
+        num_return_sequences: the n best hypotheses returned.
+
+    Returns:
+        `(max_length, beam_size, num_return_sequences)` as Python ints.
+
+    Raises:
+        ValueError: unless each is a positive integer,
+            `num_return_sequences <= beam_size`, the vocabulary has at least
+            `2 * beam_size` tokens, and a model with learned positions has
+            `max_length` of them.
+    """
+    max_length = _positive_int("max_length", max_length)
+    beam_size = _positive_int("beam_size", beam_size)
+    num_return_sequences = _positive_int("num_return_sequences", num_return_sequences)
+    if num_return_sequences > beam_size:
         raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value}"
+            f"num_return_sequences={num_return_sequences} must be <= "
+            f"beam_size={beam_size}."
         )
+    vocabulary = model.output_vocabulary_size
+    if 2 * beam_size > vocabulary:
+        raise ValueError(
+            f"beam_size={beam_size} needs a vocabulary of at least "
+            f"{2 * beam_size} tokens; the model has {vocabulary}."
+        )
+    if model.position_encoding == "learned" and max_length > model.max_positions:
+        raise ValueError(
+            f"max_length={max_length} exceeds the {model.max_positions} learned "
+            "positions of this model; pass a smaller `max_length`."
+        )
+    return max_length, beam_size, num_return_sequences
 
 
 def resolve_cache_dtype(model, jit_compile, cache_dtype=None):
     """The key/value caches' dtype for `generate()`.
 
-    XLA:CPU computes bf16/fp16 dots in float32, so 16-bit caches would be
-    converted in full at every decoding step: measured on a 2-core CPU
-    (batch 16, 64 tokens, paired), greedy search under `mixed_bfloat16` took
-    3.24 ms per step with bf16 caches and 2.96 with float32 ones (the same
-    ids), beam 4 8.22 and 7.21 (`benchmarks/README.md`, session 10;
-    `mixed_float16` takes the same path, not measured). Accelerators keep
-    16-bit caches (half the memory traffic), and so do graphs run without
-    XLA (an exported `Translator`), where TensorFlow's CPU kernels compute
-    in 16 bits.
+    XLA on a CPU computes bfloat16 and float16 dot products in float32, so
+    16-bit caches would be converted in full at every decoding step; float32
+    caches skip that conversion, which makes decoding faster there (see
+    `benchmarks/README.md`). Whether this CPU-tuned choice applies is asked
+    of `keras_transformer.utils.cpu_tuned_paths()`. The plain path (caches
+    in the compute dtype) is safe on GPUs and TPUs: it is the precision the
+    model already computes in, and there 16-bit caches halve the memory
+    traffic. Graphs run without XLA (an exported `Translator`) keep 16-bit
+    caches too: TensorFlow's CPU kernels compute them in 16 bits.
 
     Args:
         model: a `keras_transformer.Transformer`.
@@ -139,68 +185,92 @@ def generate(
         With `return_scores` or `return_attention`, a dict with `"ids"` and
         `"scores"` and/or `"attention"`.
     """
+    source_ids = _standardize_source_ids(source_ids)
+    if max_length is None:
+        max_length = int(source_ids.shape[1]) + EXTRA_LENGTH
+    max_length, beam_size, num_return_sequences = check_search_arguments(
+        model, max_length, beam_size, num_return_sequences
+    )
+    cache_dtype = resolve_cache_dtype(model, jit_compile, cache_dtype)
+    if not model.built:
+        model.build()
+    settings = (
+        max_length,
+        beam_size,
+        float(length_penalty),
+        num_return_sequences,
+        bool(return_attention),
+        cache_dtype,
+        bool(jit_compile),
+    )
+    outputs = _compiled_search(model, settings)(source_ids)
+    outputs = _trim_padding(outputs, model.pad_id)
+    if num_return_sequences == 1 and beam_size > 1:
+        outputs = {name: value[:, 0] for name, value in outputs.items()}
+    return _requested_outputs(outputs, return_scores, return_attention)
+
+
+def _requested_outputs(outputs, return_scores, return_attention):
+    """The ids alone, or a dict with the ids and the outputs asked for."""
+    if not (return_scores or return_attention):
+        return outputs["ids"]
+    if not return_scores:
+        outputs.pop("scores")
+    return outputs
+
+
+def _standardize_source_ids(source_ids):
+    """int32 `source_ids`; a `ValueError` unless they are 2-D integer ids."""
     source_ids = tf.convert_to_tensor(source_ids)
     if source_ids.shape.rank != 2 or not source_ids.dtype.is_integer:
         raise ValueError(
             "`source_ids` must be integer ids of shape (batch_size, length). "
             f"Received: shape={tuple(source_ids.shape)}, dtype={source_ids.dtype.name}"
         )
-    source_ids = tf.cast(source_ids, tf.int32)
-    if max_length is None:
-        max_length = int(source_ids.shape[1]) + EXTRA_LENGTH
-    _check_positive("max_length", max_length)
-    _check_positive("beam_size", beam_size)
-    _check_positive("num_return_sequences", num_return_sequences)
-    if num_return_sequences > beam_size:
-        raise ValueError(
-            f"num_return_sequences={num_return_sequences} must be <= "
-            f"beam_size={beam_size}."
-        )
-    if 2 * beam_size > model.output_vocabulary_size:
-        raise ValueError(
-            f"beam_size={beam_size} needs a vocabulary of at least "
-            f"{2 * beam_size} tokens; the model has {model.output_vocabulary_size}."
-        )
-    if model.position_encoding == "learned" and max_length > model.max_positions:
-        raise ValueError(
-            f"max_length={max_length} exceeds the {model.max_positions} learned "
-            "positions of this model; pass a smaller `max_length`."
-        )
-    cache_dtype = resolve_cache_dtype(model, jit_compile, cache_dtype)
-    if not model.built:
-        model.build()
-    key = (
-        int(max_length),
-        int(beam_size),
-        float(length_penalty),
-        int(num_return_sequences),
-        bool(return_attention),
-        cache_dtype,
-        bool(jit_compile),
-    )
-    functions = model.__dict__.setdefault("_generate_functions", {})
-    if key not in functions:
-        functions[key] = tf.function(
-            search_function(
-                model,
-                key[0],
-                key[1],
-                key[2],
-                key[3],
-                return_attention=key[4],
-                cache_dtype=key[5],
-            ),
-            jit_compile=jit_compile,
-            reduce_retracing=True,
-            autograph=False,
-        )
-    outputs = functions[key](source_ids)
+    return tf.cast(source_ids, tf.int32)
 
-    # Trim trailing columns that are padding in every row.
+
+def _compiled_search(model, settings):
+    """The `tf.function` of the search for `settings`, kept on the model.
+
+    `settings` is `(max_length, beam_size, length_penalty,
+    num_return_sequences, return_attention, cache_dtype, jit_compile)`; one
+    function is traced (and with `jit_compile`, compiled) per settings and
+    source shape, and reused by later calls.
+    """
+    functions = model.__dict__.setdefault("_generate_functions", {})
+    if settings not in functions:
+        max_length, beam_size, alpha, n, attention, cache_dtype, jit = settings
+        search = search_function(
+            model,
+            max_length,
+            beam_size,
+            alpha,
+            n,
+            return_attention=attention,
+            cache_dtype=cache_dtype,
+        )
+        functions[settings] = tf.function(
+            search, jit_compile=jit, reduce_retracing=True, autograph=False
+        )
+    return functions[settings]
+
+
+def _trim_padding(outputs, pad_id):
+    """`outputs` without the trailing positions that are padding in every row.
+
+    Args:
+        outputs: dict with `"ids"` int `(..., max_length)` and optionally
+            `"attention"` `(..., max_length, source_length)`.
+        pad_id: int.
+
+    Returns:
+        A new dict, `"ids"` and `"attention"` cut to the longest row.
+    """
     ids = outputs["ids"]
-    used = tf.reduce_any(tf.not_equal(ids, model.pad_id), axis=0)
-    while len(used.shape) > 1:
-        used = tf.reduce_any(used, axis=0)
+    used = tf.reduce_any(
+        tf.not_equal(ids, pad_id), axis=list(range(ids.shape.rank - 1))
+    )
     length = (
         int(tf.reduce_max(tf.where(used)[:, 0] + 1)) if bool(tf.reduce_any(used)) else 0
     )
@@ -208,10 +278,4 @@ def generate(
     outputs["ids"] = ids[..., :length]
     if "attention" in outputs:
         outputs["attention"] = outputs["attention"][..., :length, :]
-    if num_return_sequences == 1 and beam_size > 1:
-        outputs = {name: value[:, 0] for name, value in outputs.items()}
-    if not (return_scores or return_attention):
-        return outputs["ids"]
-    if not return_scores:
-        outputs.pop("scores")
     return outputs

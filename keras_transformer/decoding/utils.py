@@ -24,7 +24,8 @@ def start_state(
         beam_size: int, hypotheses per sentence.
         cache_dtype: float dtype of the key/value caches, or `None` (the
             model's compute dtype; `model.init_cache` is then called
-            without `dtype`, as before it had one).
+            without `dtype`, so a model whose `init_cache` takes no
+            `dtype` still decodes).
 
     Returns:
         dict with `"tokens"` int32 `(batch_size * beam_size, max_length + 1)`
@@ -102,8 +103,8 @@ def first_argmax(values):
 
     Same result as `ops.argmax` (ties go to the lowest index), computed as a
     max, then the smallest index holding it: two plain reductions that XLA
-    vectorizes, where its `argmax` (a variadic value/index reduction) ran
-    ~2x slower on the decoding logits (16 x 8192) on CPU.
+    vectorizes, where its `argmax` is a variadic value/index reduction that
+    XLA's CPU backend runs more slowly (see `benchmarks/README.md`).
 
     Args:
         values: float `(..., n)`, no NaN.
@@ -131,10 +132,9 @@ def top_k(values, k):
     `k` largest values lies in one of them: a value outside them is beaten
     by those `k` block maxima); then the top `k` of those `k * 128`
     candidates, kept in index order so ties still go to the lowest index.
-    XLA's CPU TopK sorts every value: for the top 8 of 4 x 8192 values this
-    was ~8x faster in a micro-benchmark, and beam search 1.22x faster
-    (2-core CPU, `benchmarks/README.md`, session 3; beam search now uses
-    `best_extensions`, built on the same blocks).
+    XLA's CPU TopK sorts every value; the blocks let it sort only the
+    `k * 128` candidates (see `benchmarks/README.md`). `best_extensions` is
+    built on the same blocks.
 
     Args:
         values: float32 `(batch, n)`, no NaN.
@@ -173,14 +173,11 @@ def best_extensions(logits, log_probs, k, banned_ids=()):
     blocks' scores are formed, banned ids masked there. A block holding a
     banned id may rank too high (its maximum may be that id), so
     `k + hypotheses x (blocks holding banned ids)` blocks are kept: at least
-    `k` of them rank by a true maximum, which is the `top_k` argument. Per
-    step of beam search (batch 16 x 4 beams x 8192 words) the materialized
-    path wrote and read four more `(64, 8192)` arrays; measured on a 2-core
-    CPU, the scoring kernels fell from ~11% to ~7% of a beam step's CPU
-    time, but whole beam searches were as fast as with the materialized
-    path within the machine's noise (x0.96 and x1.03 paired; see
-    `benchmarks/README.md`, session 4). Short vocabularies take the
-    materialized path.
+    `k` of them rank by a true maximum, which is the `top_k` argument. The
+    materialized path would write and read several more
+    `(batch x hypotheses, vocabulary)` arrays per step; this one reads the
+    logits twice and forms scores only for the kept blocks (see
+    `benchmarks/README.md`). Short vocabularies take the materialized path.
 
     Args:
         logits: finite float `(batch, hypotheses, vocabulary)`, the

@@ -43,6 +43,88 @@ PRESETS = {
 }
 
 
+# The constructor arguments that the encoder and decoder stacks also take
+# (besides `activation`, passed as given, and the dtype policy).
+_STACK_ARGUMENTS = (
+    "num_heads",
+    "d_ff",
+    "d_model",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "normalize_first",
+    "layer_norm_epsilon",
+    "num_key_value_heads",
+    "position_encoding",
+    "max_wavelength",
+    "max_relative_position",
+    "max_positions",
+    "pad_id",
+)
+
+
+def _check_config(
+    vocabulary_size,
+    target_vocabulary_size,
+    d_model,
+    num_heads,
+    share_embeddings,
+    special_ids,
+):
+    """Validates `Transformer`'s sizes and ids; resolves `share_embeddings`.
+
+    Args:
+        vocabulary_size: the constructor's argument, as given.
+        target_vocabulary_size: idem.
+        d_model: idem.
+        num_heads: idem.
+        share_embeddings: idem; `None` for the default.
+        special_ids: dict, `{"pad_id": ..., "bos_id": ..., "eos_id": ...}`.
+
+    Returns:
+        bool, `share_embeddings` (by default, whether the source and target
+        vocabularies are one).
+
+    Raises:
+        ValueError: on a non-positive size, a `d_model` that `num_heads`
+            does not divide, shared embeddings over two vocabularies, or a
+            special id outside a vocabulary.
+    """
+    check_positive_int("vocabulary_size", vocabulary_size)
+    if target_vocabulary_size is not None:
+        check_positive_int("target_vocabulary_size", target_vocabulary_size)
+    check_positive_int("d_model", d_model)
+    check_positive_int("num_heads", num_heads)
+    check_heads(d_model, num_heads)
+    share_embeddings = _resolve_share_embeddings(
+        vocabulary_size, target_vocabulary_size, share_embeddings
+    )
+    smallest = min(vocabulary_size, target_vocabulary_size or vocabulary_size)
+    for name, value in special_ids.items():
+        if not 0 <= value < smallest:
+            raise ValueError(
+                f"`{name}` must be a valid token id. Received: {name}={value}"
+            )
+    return share_embeddings
+
+
+def _resolve_share_embeddings(vocabulary_size, target_vocabulary_size, share):
+    """`share` (`None`: whether the vocabularies are one); a `ValueError` if
+    embeddings are to be shared between two vocabularies."""
+    separate = (
+        target_vocabulary_size is not None and target_vocabulary_size != vocabulary_size
+    )
+    if share is None:
+        return not separate
+    if share and separate:
+        raise ValueError(
+            "share_embeddings=True needs one vocabulary, but "
+            f"vocabulary_size={vocabulary_size} != "
+            f"target_vocabulary_size={target_vocabulary_size}."
+        )
+    return share
+
+
 @keras.saving.register_keras_serializable(package="keras_transformer")
 class Transformer(keras.Model):
     """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017).
@@ -141,29 +223,14 @@ class Transformer(keras.Model):
         eos_id=EOS_ID,
         **kwargs,
     ):
-        check_positive_int("vocabulary_size", vocabulary_size)
-        if target_vocabulary_size is not None:
-            check_positive_int("target_vocabulary_size", target_vocabulary_size)
-        check_positive_int("d_model", d_model)
-        check_positive_int("num_heads", num_heads)
-        check_heads(d_model, num_heads)
-        separate = (
-            target_vocabulary_size is not None
-            and target_vocabulary_size != vocabulary_size
+        share_embeddings = _check_config(
+            vocabulary_size,
+            target_vocabulary_size,
+            d_model,
+            num_heads,
+            share_embeddings,
+            special_ids={"pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id},
         )
-        if share_embeddings is None:
-            share_embeddings = not separate
-        if share_embeddings and separate:
-            raise ValueError(
-                "share_embeddings=True needs one vocabulary, but "
-                f"vocabulary_size={vocabulary_size} != "
-                f"target_vocabulary_size={target_vocabulary_size}."
-            )
-        for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
-            if not 0 <= value < min(vocabulary_size, target_vocabulary_size or 10**12):
-                raise ValueError(
-                    f"`{name}` must be a valid token id. Received: {name}={value}"
-                )
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.target_vocabulary_size = target_vocabulary_size
@@ -188,47 +255,43 @@ class Transformer(keras.Model):
         self.pad_id = pad_id
         self.bos_id = bos_id
         self.eos_id = eos_id
+        self._build_embeddings()
+        self._build_stacks(activation)
 
+    def _build_embeddings(self):
+        """Creates `target_embedding`, then `source_embedding` (the same
+        layer when the embeddings are shared)."""
         self.target_embedding = TokenEmbedding(
             self.output_vocabulary_size,
-            d_model,
-            tie_weights=tie_output_embeddings,
-            pad_id=pad_id,
+            self.d_model,
+            tie_weights=self.tie_output_embeddings,
+            pad_id=self.pad_id,
             dtype=self.dtype_policy,
             name="target_embedding",
         )
-        if share_embeddings:
+        if self.share_embeddings:
             self.source_embedding = self.target_embedding
-        else:
-            self.source_embedding = TokenEmbedding(
-                vocabulary_size,
-                d_model,
-                pad_id=pad_id,
-                dtype=self.dtype_policy,
-                name="source_embedding",
-            )
-        stack_kwargs = {
-            "num_heads": num_heads,
-            "d_ff": d_ff,
-            "d_model": d_model,
-            "dropout": dropout,
-            "attention_dropout": attention_dropout,
-            "activation_dropout": activation_dropout,
-            "activation": activation,
-            "normalize_first": normalize_first,
-            "layer_norm_epsilon": layer_norm_epsilon,
-            "num_key_value_heads": num_key_value_heads,
-            "position_encoding": position_encoding,
-            "max_wavelength": max_wavelength,
-            "max_relative_position": max_relative_position,
-            "max_positions": max_positions,
-            "pad_id": pad_id,
-            "dtype": self.dtype_policy,
-        }
-        self.encoder = Encoder(num_layers, name="encoder", **stack_kwargs)
-        self.decoder = Decoder(
-            num_decoder_layers or num_layers, name="decoder", **stack_kwargs
+            return
+        self.source_embedding = TokenEmbedding(
+            self.vocabulary_size,
+            self.d_model,
+            pad_id=self.pad_id,
+            dtype=self.dtype_policy,
+            name="source_embedding",
         )
+
+    def _build_stacks(self, activation):
+        """Creates the `encoder`, then the `decoder`.
+
+        Args:
+            activation: the constructor's `activation` argument, passed to
+                the stacks as given (their configs serialize it).
+        """
+        stack_kwargs = {name: getattr(self, name) for name in _STACK_ARGUMENTS}
+        stack_kwargs.update(activation=activation, dtype=self.dtype_policy)
+        self.encoder = Encoder(self.num_layers, name="encoder", **stack_kwargs)
+        num_decoder_layers = self.num_decoder_layers or self.num_layers
+        self.decoder = Decoder(num_decoder_layers, name="decoder", **stack_kwargs)
 
     @property
     def output_vocabulary_size(self):

@@ -7,7 +7,6 @@ PyTorch workers (each in its own subprocess) share the exact same batches.
 import json
 import resource
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -45,11 +44,8 @@ RESULT_MARKER = "@@BENCH_RESULT@@"
 
 
 def random_pairs(num_pairs, seed, config=CONFIG):
-    """`num_pairs` (source, target) id arrays with seeded uniform lengths.
-
-    Each sequence has a length drawn uniformly from `[min_length,
-    max_length]` (both included): `length - 1` random word ids, then EOS.
-    """
+    """`num_pairs` seeded (source, target) int32 id arrays: each of a length
+    uniform in `[min_length, max_length]`, random word ids, then EOS."""
     rng = np.random.default_rng(seed)
     low, high = config["min_length"], config["max_length"]
     pairs = []
@@ -65,13 +61,9 @@ def random_pairs(num_pairs, seed, config=CONFIG):
 
 
 def pad_batch(pairs, config=CONFIG):
-    """Pads a list of pairs to the batch maximum (pad id 0).
-
-    Returns:
-        dict of int32 arrays: `source` `(B, S)`, `target_in` `(B, T)` (BOS,
-        then the target without its last token) and `target_out` `(B, T)`
-        (the target, the labels). `T` is the longest target.
-    """
+    """Pairs padded to the batch maximum: a dict of int32 arrays `source`
+    `(B, S)`, `target_in` `(B, T)` (BOS + target[:-1]) and `target_out`
+    (the target, the labels)."""
     batch_size = len(pairs)
     source_len = max(len(s) for s, _ in pairs)
     target_len = max(len(t) for _, t in pairs)
@@ -110,7 +102,6 @@ def count_tokens(target_out, pad_id=0):
     return int(np.count_nonzero(np.asarray(target_out) != pad_id))
 
 
-# ---------------------------------------------------------------------------
 # FLOP counts (matmul FLOPs only, 2 FLOPs per multiply-add).
 
 
@@ -122,25 +113,15 @@ def forward_flops(batch_size, source_len, target_len, config=CONFIG):
     Embedding lookups, LayerNorm, softmax, biases and dropout are not counted.
     """
     d, f, n = config["d_model"], config["d_ff"], config["num_layers"]
-    vocab = config["vocabulary_size"]
     b, s, t = batch_size, source_len, target_len
-    enc_linear = n * 2 * b * s * (4 * d * d + 2 * d * f)
-    enc_attention = n * 2 * 2 * b * s * s * d  # Q K^T and P V
-    dec_linear = n * (
-        2 * b * t * (4 * d * d)  # self-attention Q, K, V, O
-        + 2 * b * t * (2 * d * d)  # cross-attention Q, O
-        + 2 * b * s * (2 * d * d)  # cross-attention K, V (from the encoder)
-        + 2 * b * t * (2 * d * f)  # feed-forward
-    )
-    dec_attention = n * 2 * 2 * b * t * (t + s)
-    dec_attention *= d
-    output = 2 * b * t * d * vocab
     parts = {
-        "encoder_linear": enc_linear,
-        "encoder_attention": enc_attention,
-        "decoder_linear": dec_linear,
-        "decoder_attention": dec_attention,
-        "output_projection": output,
+        "encoder_linear": n * 2 * b * s * (4 * d * d + 2 * d * f),
+        "encoder_attention": n * 4 * b * s * s * d,  # Q K^T and P V
+        # Self-attention Q, K, V, O, cross-attention Q, O and the FFN on the
+        # target; cross-attention K, V on the encoder output.
+        "decoder_linear": n * 2 * b * (t * (6 * d * d + 2 * d * f) + s * 2 * d * d),
+        "decoder_attention": n * 4 * b * t * (t + s) * d,
+        "output_projection": 2 * b * t * d * config["vocabulary_size"],
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -151,25 +132,6 @@ def train_flops(batch_size, source_len, target_len, config=CONFIG):
     return 3 * forward_flops(batch_size, source_len, target_len, config)["total"]
 
 
-def parameter_counts(config=CONFIG):
-    """Weight counts (biases and LayerNorms included) of our architecture."""
-    d, f, n = config["d_model"], config["d_ff"], config["num_layers"]
-    attention = 4 * d * d + 4 * d
-    ffn = 2 * d * f + f + d
-    norm = 2 * d
-    encoder = n * (attention + ffn + 2 * norm)
-    decoder = n * (2 * attention + ffn + 3 * norm)
-    embedding = config["vocabulary_size"] * d
-    return {
-        "embedding": embedding,
-        "encoder": encoder,
-        "decoder": decoder,
-        "non_embedding": encoder + decoder,
-        "total": embedding + encoder + decoder,
-    }
-
-
-# ---------------------------------------------------------------------------
 # Timing and reporting.
 
 
@@ -190,10 +152,7 @@ def summarize(times):
 
 
 def time_calls(fn, repeats):
-    """Calls `fn()` `repeats` times; returns the list of wall times (s).
-
-    `fn` must block until its work is done (return host values).
-    """
+    """Wall seconds of `repeats` calls of `fn` (which must block until done)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -205,4 +164,3 @@ def time_calls(fn, repeats):
 def emit(result):
     """Prints a result line the parent (`compare.py`) picks up."""
     print(RESULT_MARKER + json.dumps(result), flush=True)
-    sys.stdout.flush()

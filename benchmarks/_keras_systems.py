@@ -1,11 +1,10 @@
 """The two Keras systems: ours (`keras_transformer`) and a keras-hub model.
 
-Both are trained with `model.compile(Adam, SparseCategoricalCrossentropy(
+Both train with `model.compile(Adam, SparseCategoricalCrossentropy(
 from_logits=True, ignore_class=pad))` and `train_on_batch`, so the training
 loop (and its per-step overhead) is Keras' own, identical for both. The rows
-marked "our loss" train ours with the library's own loss on the same
-objective instead (`LabelSmoothedCrossEntropy(label_smoothing=0.0)`: the
-same values as Keras's, computed by `training.losses.token_cross_entropy`).
+marked "our loss" train ours with the library's loss on the same objective
+instead (`LabelSmoothedCrossEntropy(label_smoothing=0.0)`).
 """
 
 import math
@@ -14,75 +13,52 @@ import keras
 import numpy as np
 import tensorflow as tf
 from _common import CONFIG
+from _common import DECODE
 from keras import ops
 
 
-def set_policy(dtype_policy):
-    """Must run before any layer is built."""
-    keras.config.set_dtype_policy(dtype_policy)
-
-
-def training_loss(loss="keras", config=CONFIG):
-    """`"keras"`: Keras's masked sparse cross-entropy (every system's
-    default); `"ours"`: `keras_transformer`'s loss on the same objective
-    (no label smoothing, token mean over the non-pad targets)."""
+def compile_for_training(model, jit_compile, config=CONFIG, loss="keras"):
+    """Adam (the configuration's learning rate) and a masked cross-entropy
+    from logits: Keras's (`loss="keras"`, every system's default) or the
+    library's on the same objective (`"ours"`: no label smoothing, token
+    mean over the non-pad targets)."""
     if loss == "keras":
-        return keras.losses.SparseCategoricalCrossentropy(
+        loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, ignore_class=config["pad_id"]
         )
-    if loss == "ours":
+    elif loss == "ours":
         from keras_transformer.training import LabelSmoothedCrossEntropy
 
-        return LabelSmoothedCrossEntropy(label_smoothing=0.0, pad_id=config["pad_id"])
-    raise ValueError(f"loss must be 'keras' or 'ours'. Received: loss={loss!r}")
-
-
-def compile_for_training(model, jit_compile, config=CONFIG, loss="keras"):
-    model.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"]),
-        loss=training_loss(loss, config),
-        jit_compile=jit_compile,
-    )
+        loss = LabelSmoothedCrossEntropy(label_smoothing=0.0, pad_id=config["pad_id"])
+    else:
+        raise ValueError(f"loss must be 'keras' or 'ours'. Received: loss={loss!r}")
+    optimizer = keras.optimizers.Adam(config["learning_rate"])
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile)
 
 
 def keras_inputs(batch):
-    """numpy batch -> (x, y) TF tensors for `train_on_batch`."""
-    x = {
-        "source": tf.constant(batch["source"]),
-        "target": tf.constant(batch["target_in"]),
-    }
-    return x, tf.constant(batch["target_out"])
-
-
-# ---------------------------------------------------------------------------
-# Ours.
+    """numpy batch -> `(x, y)` TF tensors for `train_on_batch`."""
+    source, target = tf.constant(batch["source"]), tf.constant(batch["target_in"])
+    return {"source": source, "target": target}, tf.constant(batch["target_out"])
 
 
 def build_ours(config=CONFIG, **overrides):
+    """Our `Transformer` for `config` (seeded weights), built."""
     from keras_transformer import Transformer
 
     keras.utils.set_random_seed(config["seed"])  # same untrained weights each run
-    kwargs = {
-        "vocabulary_size": config["vocabulary_size"],
-        "num_layers": config["num_layers"],
-        "d_model": config["d_model"],
-        "num_heads": config["num_heads"],
-        "d_ff": config["d_ff"],
-        "dropout": config["dropout"],
-    }
-    kwargs.update(overrides)
-    model = Transformer(**kwargs)
+    names = ("vocabulary_size", "num_layers", "d_model", "num_heads", "d_ff", "dropout")
+    model = Transformer(**{**{k: config[k] for k in names}, **overrides})
     model.build()
     return model
 
 
-# ---------------------------------------------------------------------------
-# keras-hub: plain (reversible, tied) embedding * sqrt(d) + SinePositionEncoding,
-# TransformerEncoder / TransformerDecoder blocks (post-LN), tied output.
-
-
 class KerasHubTransformer(keras.Model):
-    """An "Attention Is All You Need" model assembled from keras-hub layers."""
+    """An "Attention Is All You Need" model assembled from keras-hub layers.
+
+    Tied `ReversibleEmbedding` x sqrt(d) + `SinePositionEncoding`,
+    `TransformerEncoder` / `TransformerDecoder` blocks (post-LN), tied output.
+    """
 
     def __init__(self, config=CONFIG, **kwargs):
         from keras_hub.layers import ReversibleEmbedding
@@ -91,11 +67,8 @@ class KerasHubTransformer(keras.Model):
         from keras_hub.layers import TransformerEncoder
 
         super().__init__(**kwargs)
-        self.config_dict = dict(config)
-        d = config["d_model"]
-        self.d_model = d
-        self.num_heads = config["num_heads"]
-        self.pad_id = config["pad_id"]
+        d = self.d_model = config["d_model"]
+        self.num_heads, self.pad_id = config["num_heads"], config["pad_id"]
         self.embedding = ReversibleEmbedding(
             config["vocabulary_size"],
             d,
@@ -113,20 +86,21 @@ class KerasHubTransformer(keras.Model):
             "layer_norm_epsilon": 1e-6,
             "normalize_first": False,
         }
+        layers = range(config["num_layers"])
         self.encoder_layers = [
-            TransformerEncoder(name=f"encoder_{i}", **block)
-            for i in range(config["num_layers"])
+            TransformerEncoder(name=f"encoder_{i}", **block) for i in layers
         ]
         self.decoder_layers = [
-            TransformerDecoder(name=f"decoder_{i}", **block)
-            for i in range(config["num_layers"])
+            TransformerDecoder(name=f"decoder_{i}", **block) for i in layers
         ]
 
     def embed(self, ids, start_index=0):
+        """Token embeddings x sqrt(d) + sinusoidal positions from `start_index`."""
         x = self.embedding(ids) * ops.cast(math.sqrt(self.d_model), self.compute_dtype)
         return x + self.position(x, start_index=start_index)
 
     def encode(self, source, training=None):
+        """The encoder stack's output for `source` ids (padding masked)."""
         mask = ops.not_equal(source, self.pad_id)
         x = self.source_dropout(self.embed(source), training=training)
         for layer in self.encoder_layers:
@@ -134,6 +108,7 @@ class KerasHubTransformer(keras.Model):
         return x
 
     def logits(self, x):
+        """float32 logits from the tied (reversed) embedding."""
         return ops.cast(self.embedding(x, reverse=True), "float32")
 
     def decode(self, target, encoder_outputs, source_mask, training=None):
@@ -153,28 +128,16 @@ class KerasHubTransformer(keras.Model):
     def call(self, inputs, training=None):
         source, target = inputs["source"], inputs["target"]
         encoder_outputs = self.encode(source, training=training)
-        return self.decode(
-            target,
-            encoder_outputs,
-            ops.not_equal(source, self.pad_id),
-            training=training,
-        )
+        source_mask = ops.not_equal(source, self.pad_id)
+        return self.decode(target, encoder_outputs, source_mask, training=training)
 
 
 def build_keras_hub(config=CONFIG):
+    """`KerasHubTransformer` for `config` (seeded weights), built."""
     keras.utils.set_random_seed(config["seed"])
     model = KerasHubTransformer(config)
-    model(
-        {
-            "source": np.ones((1, 4), np.int32),
-            "target": np.ones((1, 3), np.int32),
-        }
-    )
+    model({"source": np.ones((1, 4), np.int32), "target": np.ones((1, 3), np.int32)})
     return model
-
-
-# ---------------------------------------------------------------------------
-# keras-hub decoding.
 
 
 def keras_hub_greedy_cached(model, source, new_tokens, config=CONFIG):
@@ -182,23 +145,16 @@ def keras_hub_greedy_cached(model, source, new_tokens, config=CONFIG):
 
     Step 0 fills the cross-attention caches (`cross_attention_cache_update_index
     =0`, as keras-hub's BART does); steps 1.. reuse them (`None`). Exactly
-    `new_tokens` decoder steps, no early stop. Meant for
-    `tf.function(jit_compile=True)`.
+    `new_tokens` decoder steps, no early stop. For `tf.function(jit_compile=True)`.
     """
     batch_size, source_len = ops.shape(source)[0], ops.shape(source)[1]
-    heads = model.num_heads
-    key_dim = model.d_model // heads
+    heads, key_dim = model.num_heads, model.d_model // model.num_heads
     encoder_outputs = model.encode(source, training=False)
     source_mask = ops.not_equal(source, model.pad_id)
-    num_layers = len(model.decoder_layers)
-    self_cache = [
-        ops.zeros((batch_size, 2, new_tokens, heads, key_dim), model.compute_dtype)
-        for _ in range(num_layers)
-    ]
-    cross_cache = [
-        ops.zeros((batch_size, 2, source_len, heads, key_dim), model.compute_dtype)
-        for _ in range(num_layers)
-    ]
+
+    def zeros(length):
+        shape = (batch_size, 2, length, heads, key_dim)
+        return [ops.zeros(shape, model.compute_dtype) for _ in model.decoder_layers]
 
     def step(ids, index, self_cache, cross_cache, cross_index):
         x = model.embed(ids, start_index=index)
@@ -221,11 +177,10 @@ def keras_hub_greedy_cached(model, source, new_tokens, config=CONFIG):
 
     tokens = ops.full((batch_size, new_tokens + 1), config["pad_id"], "int32")
     first = ops.full((batch_size, 1), config["bos_id"], "int32")
-    next_ids, self_cache, cross_cache = step(first, 0, self_cache, cross_cache, 0)
+    next_ids, self_cache, cross_cache = step(
+        first, 0, zeros(new_tokens), zeros(source_len), 0
+    )
     tokens = ops.slice_update(tokens, (0, 1), next_ids[:, None])
-
-    def cond(index, tokens, self_cache):
-        return index < new_tokens
 
     def body(index, tokens, self_cache):
         ids = ops.slice(tokens, (0, index), (batch_size, 1))
@@ -234,7 +189,9 @@ def keras_hub_greedy_cached(model, source, new_tokens, config=CONFIG):
         return index + 1, tokens, self_cache
 
     _, tokens, _ = ops.while_loop(
-        cond, body, (ops.ones((), "int32"), tokens, self_cache)
+        lambda index, *_: index < new_tokens,
+        body,
+        (ops.ones((), "int32"), tokens, self_cache),
     )
     return tokens[:, 1:]
 
@@ -244,8 +201,7 @@ def keras_hub_greedy_recompute(model, source, new_tokens, config=CONFIG):
 
     The TensorFlow "Transformer" tutorial's way (a `tf.while_loop` whose
     decoder input grows by one token per step), except that the encoder runs
-    once (the tutorial calls the whole model, encoder included, every step).
-    Dynamic shapes: graph mode, no XLA.
+    once. Dynamic shapes: graph mode, no XLA.
     """
     batch_size = tf.shape(source)[0]
     encoder_outputs = model.encode(source, training=False)
@@ -260,23 +216,16 @@ def keras_hub_greedy_recompute(model, source, new_tokens, config=CONFIG):
         return index + 1, tokens.write(index + 1, next_ids)
 
     _, tokens = tf.while_loop(
-        lambda index, tokens: index < new_tokens,
-        body,
-        (tf.constant(0), tokens),
+        lambda index, tokens: index < new_tokens, body, (tf.constant(0), tokens)
     )
     return tf.transpose(tokens.stack())[:, 1:]
 
 
-# ---------------------------------------------------------------------------
-# The decoding floor: a step's weight matmuls alone.
-
-
 def decoder_step_kernels(model):
-    """Our model's weight matrices that one decoding step multiplies by:
-    per block a tuple of the fused self-attention Q/K/V `(d, 3d)`, its output
-    `(d, d)`, the cross-attention query and output `(d, d)`, the FFN `(d,
-    d_ff)` and `(d_ff, d)`; then the tied output projection `(d, V)`. (The
-    cross-attention keys/values are projected once, before the loop.)"""
+    """Our model's weight matrices that one decoding step multiplies by: per
+    decoder block the fused self-attention Q/K/V `(d, 3d)`, its output
+    `(d, d)`, the cross-attention query and output `(d, d)`, the FFN
+    `(d, d_ff)` and `(d_ff, d)`; and the tied output projection `(d, V)`."""
     blocks = [
         tuple(
             tf.convert_to_tensor(dense.kernel)
@@ -295,13 +244,12 @@ def decoder_step_kernels(model):
 
 
 def matmul_floor(model, rows, new_tokens):
-    """A `tf.function(jit_compile=True)` running `new_tokens` steps of only
-    the weight matmuls of our decoding step (same kernels, `rows` rows: 16
-    for greedy, 64 for beam 4), chained through the residual adds, in one
-    while loop like `generate()`. No attention, LayerNorm, softmax,
-    embedding, cache writes or argmax (one RMS rescaling per step keeps the
-    values normal): what a step costs if everything but its weight matmuls
-    were free. Returns a function of no arguments that runs it.
+    """The decoding floor: `new_tokens` steps of only the weight matmuls of
+    our decoding step (`decoder_step_kernels`, `rows` rows: 16 for greedy,
+    64 for beam 4), chained through the residual adds in one XLA while loop
+    like `generate()`. No attention, LayerNorm, softmax, embedding, cache
+    writes or argmax; one RMS rescaling per step keeps the values normal
+    (no denormals). Returns a function of no arguments that runs it.
     """
     blocks, projection = decoder_step_kernels(model)
     d = model.d_model
@@ -311,7 +259,6 @@ def matmul_floor(model, rows, new_tokens):
             x = x + tf.matmul(tf.matmul(x, qkv)[:, :d], out)
             x = x + tf.matmul(tf.matmul(x, query), cross_out)
             x = x + tf.matmul(tf.nn.relu(tf.matmul(x, inner)), outer)
-        # Unit RMS once per step (two small ops): no overflow, no denormals.
         x = x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
         return x, tf.reduce_max(tf.matmul(x, projection), axis=-1)
 
@@ -321,12 +268,40 @@ def matmul_floor(model, rows, new_tokens):
             x, best = step(x)
             return index + 1, x, total + best
 
-        _, _, total = tf.while_loop(
-            lambda index, *_: index < new_tokens,
-            body,
-            (tf.constant(0), x, tf.zeros((rows,))),
-        )
+        start = (tf.constant(0), x, tf.zeros((rows,)))
+        _, _, total = tf.while_loop(lambda i, *_: i < new_tokens, body, start)
         return total
 
     start = tf.random.stateless_normal((rows, d), seed=(1, 2))
     return lambda: run(start).numpy()
+
+
+def decode_function(system, source, jit=True, decode=DECODE):
+    """A function of no arguments running one decoding call of `system`.
+
+    `system`: `ours_greedy` / `ours_beam` (`model.generate`, beam 1 or
+    `decode["beam_size"]`), `keras_hub_cached`, `keras_hub_recompute`, or
+    `floor_greedy` / `floor_beam` (`matmul_floor` with as many rows). The
+    function returns the generated ids as numpy (the floors: one float per
+    row). Builds the model (seeded) but calls nothing.
+    """
+    new_tokens = decode["new_tokens"]
+    beam = decode["beam_size"] if system.endswith("beam") else 1
+    if system.startswith("floor_"):
+        return matmul_floor(build_ours(), decode["batch_size"] * beam, new_tokens)
+    if system.startswith("ours_"):
+        model = build_ours()
+        return lambda: model.generate(
+            source, max_length=new_tokens, beam_size=beam, jit_compile=jit
+        ).numpy()
+    hub = build_keras_hub()
+    if system == "keras_hub_cached":
+        search = keras_hub_greedy_cached
+    elif system == "keras_hub_recompute":
+        search, jit = keras_hub_greedy_recompute, False  # dynamic shapes
+    else:
+        raise ValueError(f"Unknown decoding system {system!r}")
+    function = tf.function(
+        lambda s: search(hub, s, new_tokens), jit_compile=jit, autograph=False
+    )
+    return lambda: function(source).numpy()

@@ -46,15 +46,18 @@ class TorchTransformer(nn.Module):
         )
 
     def embed(self, ids):
+        """Token embeddings x sqrt(d) + sinusoidal positions, then dropout."""
         x = self.embedding(ids) * math.sqrt(self.d_model)
         return self.dropout(x + self.position[: ids.shape[1]])
 
     def encode(self, source):
+        """The encoder stack's output for `source` ids (padding masked)."""
         return self.transformer.encoder(
             self.embed(source), src_key_padding_mask=source == self.pad_id
         )
 
     def decode(self, target, memory, source):
+        """Logits of the causal decoder over `target`, attending to `memory`."""
         length = target.shape[1]
         causal = nn.Transformer.generate_square_subsequent_mask(length)
         x = self.transformer.decoder(
@@ -72,11 +75,13 @@ class TorchTransformer(nn.Module):
 
 
 def setup(threads=2, seed=0):
+    """Sets torch's intra-op threads and seed."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
 
 
 def make_train_step(model, config=CONFIG):
+    """A training step function: Adam, cross-entropy ignoring padding."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     loss_fn = nn.CrossEntropyLoss(ignore_index=config["pad_id"])
 
@@ -92,6 +97,7 @@ def make_train_step(model, config=CONFIG):
 
 
 def torch_batch(batch):
+    """A `_common.pad_batch` dict -> `(source, target_in, target_out)` int64."""
     return tuple(
         torch.from_numpy(np.ascontiguousarray(batch[k], dtype=np.int64))
         for k in ("source", "target_in", "target_out")

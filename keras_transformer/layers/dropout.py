@@ -14,16 +14,13 @@ class Dropout(keras.layers.Dropout):
     rest are scaled by `1 / (1 - rate)`); only the algorithm that draws the
     mask differs, and only in one place: when TensorFlow compiles the call
     with XLA (`jit_compile=True`, e.g. `model.compile(jit_compile=True)`),
-    the mask is drawn with ThreeFry-2x32 instead of TensorFlow's default
-    Philox-4x32. XLA's CPU expansion of Philox needs 32x32->64-bit
-    multiplies that do not vectorize. Measured on a 2-core CPU (TF 2.21,
-    3 chained dropouts on `(32, 64, 256)` float32 with their gradient,
-    XLA): 19.8 ms with Philox, 4.8 ms with ThreeFry (adds, rotations and
-    xors; JAX's default generator and XLA's default on TPU); a base-small
-    training step got 1.19x faster (see `benchmarks/README.md`, session 4).
-    GPUs and TPUs were not measured. Eagerly, in non-XLA graphs (whose CPU
-    kernels only implement Philox), for `rate` 0 or 1 and on other backends
-    the call is `keras.layers.Dropout`'s.
+    the mask is drawn with ThreeFry instead of TensorFlow's default Philox.
+    XLA's CPU expansion of Philox needs wide integer multiplies that do not
+    vectorize, while ThreeFry uses only adds, rotations and xors (it is
+    JAX's default generator); the speed-up this gives is recorded in
+    `benchmarks/README.md`. Eagerly, in non-XLA graphs (whose CPU kernels
+    only implement Philox), for `rate` 0 or 1 and on other backends the call
+    is `keras.layers.Dropout`'s.
 
     The two generators give different (equally random) masks for the same
     seed, so an XLA-compiled and a non-compiled run of the same seeded model

@@ -5,23 +5,36 @@ import math
 import keras
 from keras import ops
 
+from keras_transformer.layers.attention_cache import CACHE_KEYS
+from keras_transformer.layers.attention_cache import check_cache
+from keras_transformer.layers.attention_cache import fold_shared_rows
+from keras_transformer.layers.attention_cache import unfold_shared_rows
+from keras_transformer.layers.attention_cache import write_cache
+from keras_transformer.layers.beam_ancestry import ancestry_context
+from keras_transformer.layers.beam_ancestry import ancestry_one_hot
+from keras_transformer.layers.beam_ancestry import ancestry_scores
+from keras_transformer.layers.beam_ancestry import check_ancestry
 from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.masking import causal_mask
 from keras_transformer.layers.masking import merge_masks
+from keras_transformer.layers.relative_positions import relative_context
+from keras_transformer.layers.relative_positions import relative_position_indices
+from keras_transformer.layers.relative_positions import relative_scores
+from keras_transformer.layers.rotary_embedding import apply_rotary_embedding
 from keras_transformer.layers.sinusoidal_positional_encoding import (
     SinusoidalPositionalEncoding,
 )
 from keras_transformer.layers.utils import clone_initializer
 from keras_transformer.utils import check_positive_int
 from keras_transformer.utils import check_rate
-from keras_transformer.utils import dynamic_update
 from keras_transformer.utils import standardize_cache_dtype
-
-# The two buffers of a key/value cache.
-_CACHE_KEYS = ("key", "value")
 
 # Masked scores are replaced (not offset) by this float32 value before softmax.
 _MASKED_SCORE = -1e9
+
+# Einsum subscripts of keys/values, `(plain, grouped)` by `heads_major`:
+# `(B, S, heads, d)` as projected, `(B, heads, S, d)` as stored in a cache.
+_KEY_LAYOUTS = {False: ("bshd", "bskd"), True: ("bhsd", "bksd")}
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -51,24 +64,18 @@ class MultiHeadAttention(keras.layers.Layer):
     `{"key": (batch_size, num_key_value_heads, max_length, key_dim),
     "value": (batch_size, num_key_value_heads, max_length, value_dim)}`
     (`init_cache` makes an empty one). Heads come before positions, so the
-    attention matmuls read the buffers as they are stored, with no per-step
-    transpose or copy of the whole cache; keys and values are separate
-    buffers, so each is written in place. For self-attention, the new
-    keys/values are written at `cache_index` and queries attend to positions
-    `< cache_index + query_length`. The write is an in-place XLA
-    dynamic-update-slice when traced for XLA (`tf.function(jit_compile=True)`,
-    e.g. `generate()`), and a gather + select of core TensorFlow ops
-    otherwise (eager, plain graphs, exported SavedModels); see
-    `keras_transformer.layers.utils.dynamic_update`. Both give the same
-    values. The buffers are in the compute dtype unless `init_cache` /
-    `compute_key_value_cache` are given another `dtype`; the attention dots
-    over a cache run in the cache's dtype (the queries and the attention
-    weights are cast to it; scores and softmax stay float32). The
-    layer does not autocast its call arguments (`autocast=False` by
-    default; its projections cast their inputs to the compute dtype), so a
-    float32 cache stays float32 under mixed precision: XLA:CPU computes
-    bf16/fp16 dots in float32, and a 16-bit cache would be converted in
-    full at every decoding step (see `decoding.generate`'s `cache_dtype`).
+    attention matmuls read the buffers as they are stored, and keys and
+    values are separate buffers, each written in place. For self-attention,
+    the new keys/values are written at `cache_index` (see
+    `attention_cache.write_cache`) and queries attend to positions
+    `< cache_index + query_length`. The buffers are in the compute dtype
+    unless `init_cache` / `compute_key_value_cache` are given another
+    `dtype`; the attention dots over a cache run in the cache's dtype (the
+    queries and the attention weights are cast to it; scores and softmax
+    stay float32). The layer does not autocast its call arguments
+    (`autocast=False` by default; its projections cast their inputs to the
+    compute dtype), so a float32 cache stays float32 under mixed precision
+    (see `decoding.generate`'s `cache_dtype` for when that is chosen).
 
     Beam search keeps `R` hypotheses per sentence and reorders them after
     every step. A **beam cache** (`init_cache(groups, max_length,
@@ -78,10 +85,8 @@ class MultiHeadAttention(keras.layers.Layer):
     row `c * R + r` and position `s`, which beam of its group holds that
     position's key/value (the row's own beam for the positions it writes;
     reorder the ancestry rows, not the buffers, when hypotheses are
-    reordered). Each row's queries are scored against all `R` beams' keys in
-    one matmul per group and head (reading the cache as stored, `R` times
-    the attention arithmetic) and the ancestors' positions are kept, which
-    on CPU costs less than copying the whole cache at every step.
+    reordered). See `keras_transformer.layers.beam_ancestry` for how such a
+    cache is read.
 
     For attention over another sequence, `cache` holds the precomputed
     keys/values of `value` (see `compute_key_value_cache`) and `cache_index`
@@ -361,218 +366,6 @@ class MultiHeadAttention(keras.layers.Layer):
             "value": ops.cast(ops.transpose(v, (0, 2, 1, 3)), dtype),
         }
 
-    @staticmethod
-    def _check_cache(cache):
-        if not (hasattr(cache, "keys") and set(cache.keys()) == set(_CACHE_KEYS)):
-            raise ValueError(
-                "`cache` must be a dict {'key': (batch_size, num_key_value_heads, "
-                "length, key_dim), 'value': (batch_size, num_key_value_heads, "
-                "length, value_dim)}, as made by `init_cache` or "
-                "`compute_key_value_cache`. Received: "
-                f"{type(cache).__name__} {getattr(cache, 'shape', '')}"
-            )
-        return {name: cache[name] for name in _CACHE_KEYS}
-
-    def _write_cache(self, cache, k, v, cache_index, beams):
-        """Writes the new keys/values `(B, T, Hkv, d)` at `cache_index`.
-
-        Only the `T` new positions are transposed to the cache's layout
-        (heads before positions) and written, as one contiguous slice: in
-        place under XLA, gather + select otherwise. A beam cache
-        (`beams` = R) holds position `s` of beam `j` of group `c` (query row
-        `c * R + j`) at `[c, :, s * R + j]`, so the R beams' new positions
-        are adjacent too.
-        """
-        if beams is None:  # (B, Hkv, L, d)
-            return {
-                name: dynamic_update(
-                    cache[name], ops.transpose(new, (0, 2, 1, 3)), cache_index, axis=2
-                )
-                for name, new in (("key", k), ("value", v))
-            }
-        groups, length = ops.shape(cache["key"])[0], ops.shape(k)[1]
-        updated = {}
-        for name, new in (("key", k), ("value", v)):
-            new = ops.reshape(new, (groups, beams) + tuple(new.shape[1:]))
-            new = ops.transpose(new, (0, 3, 2, 1, 4))  # (C, Hkv, T, R, d)
-            new = ops.reshape(new, (groups, self._kv_heads, length * beams, -1))
-            updated[name] = dynamic_update(
-                cache[name], new, ops.cast(cache_index, "int32") * beams, axis=2
-            )
-        return updated
-
-    def _check_ancestry(self, cache_ancestry, cache):
-        """Validates `cache_ancestry` against the cache; returns `R`."""
-        if cache is None or not self.is_self_attention:
-            raise ValueError(
-                "`cache_ancestry` goes with a self-attention beam cache "
-                "(`init_cache(..., beam_size=R)`)."
-            )
-        shape = tuple(cache_ancestry.shape)
-        slots = self._check_cache(cache)["key"].shape[2]
-        known = len(shape) == 3 and None not in (shape[2], slots)
-        if (
-            len(shape) != 3
-            or shape[1] is None
-            or (known and shape[1] * shape[2] != slots)
-        ):
-            raise ValueError(
-                "`cache_ancestry` must have shape (batch_size, beam_size, "
-                f"max_length) with a known beam_size and beam_size * max_length "
-                f"= {slots}, the slots of this cache. Received: shape={shape}"
-            )
-        return shape[1]
-
-    def _ancestry_one_hot(self, cache_ancestry, dtype):
-        """`(C, R, L)` beam indices -> one-hot `(C, L, R (source), R (row))`."""
-        beams = cache_ancestry.shape[1]
-        beam_ids = ops.arange(beams, dtype="int32")[None, None, :, None]
-        ancestry = ops.transpose(ops.cast(cache_ancestry, "int32"), (0, 2, 1))
-        return ops.cast(ops.equal(ancestry[:, :, None, :], beam_ids), dtype)
-
-    def _beam_dims(self, one_hot):
-        """`(groups C, positions L, beams R, query heads per kv head G)`."""
-        shape = ops.shape(one_hot)
-        return shape[0], shape[1], one_hot.shape[2], self.num_heads // self._kv_heads
-
-    def _ancestry_scores(self, q, k, one_hot):
-        """Scores `(B, H, T, L)` of queries `(B, T, H, dk)` over a beam cache.
-
-        Every query row of a group is scored against the keys of all its
-        group's beams: one `(L R) x (R T G)` matmul per group and key/value
-        head, with the cache `(C, Hkv, L R, dk)` as the left operand, read
-        as stored. At each position, the beam the row descends from is kept.
-        """
-        groups, length, beams, per_kv = self._beam_dims(one_hot)
-        query_length = ops.shape(q)[1]
-        heads, kv_heads = self.num_heads, self._kv_heads
-        q = ops.reshape(q, (groups, beams, query_length, kv_heads, per_kv, -1))
-        q = ops.reshape(
-            ops.transpose(q, (0, 3, 1, 2, 4, 5)),  # (C, Hkv, R, T, G, dk)
-            (groups, kv_heads, beams * query_length * per_kv, -1),
-        )
-        scores = ops.einsum("ckxd,ckqd->ckxq", k, q)  # (C, Hkv, L R, R T G)
-        # Keep each row's beam: multiply by the one-hot (broadcast over at
-        # most 4 dimensions, which TensorFlow's kernels need) and sum.
-        tg = query_length * per_kv
-        scores = ops.reshape(scores, (groups, kv_heads, length * beams * beams, tg))
-        one_hot = ops.reshape(one_hot, (groups, 1, length * beams * beams, 1))
-        scores = ops.reshape(
-            scores * one_hot, (groups, kv_heads, length, beams, beams, tg)
-        )
-        scores = ops.sum(scores, axis=3)  # (C, Hkv, L, R, T G)
-        scores = ops.reshape(
-            scores, (groups, kv_heads, length, beams, query_length, per_kv)
-        )
-        scores = ops.transpose(scores, (0, 3, 1, 5, 4, 2))  # (C, R, Hkv, G, T, L)
-        return ops.reshape(scores, (groups * beams, heads, query_length, length))
-
-    def _ancestry_context(self, probs, v, one_hot):
-        """Context `(B, T, H, dv)` of weights `(B, H, T, L)` over a beam cache."""
-        groups, length, beams, per_kv = self._beam_dims(one_hot)
-        query_length = ops.shape(probs)[2]
-        heads, kv_heads = self.num_heads, self._kv_heads
-        tg = query_length * per_kv
-        probs = ops.reshape(
-            probs, (groups, beams, kv_heads, per_kv, query_length, length)
-        )
-        probs = ops.transpose(probs, (0, 1, 5, 2, 4, 3))  # (C, R, L, Hkv, T, G)
-        # Spread each weight onto the slot of the beam holding that position.
-        row_major = ops.transpose(one_hot, (0, 3, 1, 2))  # (C, row, L, source)
-        probs = ops.reshape(
-            probs, (groups, beams * length, kv_heads * tg, 1)
-        ) * ops.reshape(row_major, (groups, beams * length, 1, beams))
-        probs = ops.reshape(probs, (groups, beams, length, kv_heads, tg, beams))
-        probs = ops.reshape(
-            ops.transpose(probs, (0, 3, 1, 4, 2, 5)),  # (C, Hkv, R, T G, L, source)
-            (groups, kv_heads, beams * tg, length * beams),
-        )
-        context = ops.einsum("ckqx,ckxd->ckqd", probs, v)  # (C, Hkv, R T G, dv)
-        context = ops.reshape(
-            context, (groups, kv_heads, beams, query_length, per_kv, -1)
-        )
-        context = ops.transpose(context, (0, 2, 3, 1, 4, 5))  # (C, R, T, Hkv, G, dv)
-        return ops.reshape(
-            context, (groups * beams, query_length, heads, self._value_dim)
-        )
-
-    def _project(self, query, value, key, cache, cache_index, beams=None):
-        """Returns q `(B,T,H,dk)`, k, v, the cache, and whether k/v are
-        heads-major.
-
-        Without a cache, k `(B,S,Hkv,dk)` and v `(B,S,Hkv,dv)`; with one, the
-        cache's buffers k `(B,Hkv,S,dk)` and v `(B,Hkv,S,dv)`.
-        """
-        H, Hkv, dk, dv = self.num_heads, self._kv_heads, self.key_dim, self._value_dim
-        if cache is not None:
-            cache = self._check_cache(cache)
-        if self.is_self_attention:
-            if value is not None or key is not None:
-                raise ValueError(
-                    "This layer was built for self-attention (first called "
-                    "without `value`); call it without `value`/`key`."
-                )
-            qkv = self.query_key_value_dense(query)  # (B, T, (H + 2 Hkv) dk)
-            q, k, v = ops.split(qkv, [H * dk, H * dk + Hkv * dk], axis=-1)
-            q = self._split_heads(q, H, dk)
-            k = self._split_heads(k, Hkv, dk)
-            v = self._split_heads(v, Hkv, dv)
-            if self.rotary_max_wavelength is not None:
-                offset = 0 if cache_index is None else cache_index
-                q = self._rotate(q, offset)
-                k = self._rotate(k, offset)
-            if cache is None:
-                return q, k, v, None, False
-            if cache_index is None:
-                raise ValueError(
-                    "A self-attention `cache` needs `cache_index`, the "
-                    "position at which to write the new keys/values."
-                )
-            cache = self._write_cache(cache, k, v, cache_index, beams)
-            return q, cache["key"], cache["value"], cache, True
-        if value is None and cache is None:
-            raise ValueError(
-                "This layer was built for attention over another sequence "
-                "(first called with `value`); pass `value` or a `cache`."
-            )
-        q = self._split_heads(self.query_dense(query), H, dk)
-        if cache is not None:
-            return q, cache["key"], cache["value"], cache, True
-        key = value if key is None else key
-        k = self._split_heads(self.key_dense(key), Hkv, dk)
-        v = self._split_heads(self.value_dense(value), Hkv, dv)
-        return q, k, v, None, False
-
-    def _rotate(self, x, offset):
-        """Rotary position embedding of `x` `(B, T, heads, d)` (Su et al.).
-
-        Each pair of dimensions `(2i, 2i + 1)` at position `p` is rotated by
-        the angle `p * max_wavelength^(-2i / d)`. The sines and cosines come
-        from `SinusoidalPositionalEncoding`, which computes exactly these
-        angles in float32 (sine on even, cosine on odd dimensions).
-        """
-        head_dim = x.shape[-1]
-        table = self._rotary_table(
-            ops.zeros((ops.shape(x)[1], head_dim), "float32"), start_index=offset
-        )  # (T, d): sin at 2i, cos at 2i + 1
-        sin = table[None, :, None, 0::2]  # (1, T, 1, d / 2)
-        cos = table[None, :, None, 1::2]
-        x = ops.cast(x, "float32")
-        even, odd = x[..., 0::2], x[..., 1::2]
-        rotated = ops.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
-        return ops.cast(ops.reshape(rotated, ops.shape(x)), self.compute_dtype)
-
-    def _relative_positions(self, query_length, key_length, offset):
-        """Clipped `key - query` distances `(T, S)` as embedding indices."""
-        query_positions = ops.arange(query_length, dtype="int32") + ops.cast(
-            offset, "int32"
-        )
-        distance = (
-            ops.arange(key_length, dtype="int32")[None, :] - query_positions[:, None]
-        )
-        k = self.max_relative_position
-        return ops.clip(distance, -k, k) + k
-
     def call(
         self,
         query,
@@ -588,142 +381,55 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
     ):
-        if query_mask is None:
-            query_mask = getattr(query, "_keras_mask", None)
-        if value_mask is None and value is not None:
-            value_mask = getattr(value, "_keras_mask", None)
-        if value_mask is None and self.is_self_attention and cache is None:
-            value_mask = query_mask
-
-        beams = None
-        if cache_ancestry is not None:
-            beams = self._check_ancestry(cache_ancestry, cache)
-        q, k, v, cache, heads_major = self._project(
-            query, value, key, cache, cache_index, beams
+        query_mask, value_mask = self._default_masks(
+            query, value, query_mask, value_mask, cache
         )
-        if heads_major:  # attention over a cache runs in the cache's dtype
-            q = ops.cast(q, k.dtype)
-        query_length = ops.shape(q)[1]
-        key_length = ops.shape(k)[2 if heads_major else 1]
-        beam_cache = cache_ancestry is not None
-        if beam_cache:  # key_length counts positions, not slots
-            one_hot = self._ancestry_one_hot(cache_ancestry, q.dtype)
-            key_length = ops.shape(one_hot)[1]
+        cache = None if cache is None else check_cache(cache)
+        beam_size = self._check_ancestry(cache_ancestry, cache)
 
-        # A cross-attention cache shared by `repeats` consecutive query rows
-        # (beam search): fold those rows into the query length,
-        # (repeats * C, T, ...) -> (C, repeats * T, ...), and unfold the
-        # outputs at the end. A no-op reshape when the batch sizes are equal.
-        folded = cache is not None and not self.is_self_attention
-        if folded:
-            query_batch, cache_batch = ops.shape(q)[0], ops.shape(k)[0]
-            repeats = query_batch // cache_batch
-            unfolded_length = query_length
-            query_length = repeats * query_length
-            q = ops.reshape(
-                q, (cache_batch, query_length, self.num_heads, self.key_dim)
-            )
-            if query_mask is not None:
-                query_mask = ops.reshape(query_mask, (cache_batch, query_length))
-            if value_mask is not None:  # (C or repeats * C, S): first of each
-                value_mask = ops.reshape(value_mask, (cache_batch, -1, key_length))
-                value_mask = value_mask[:, 0]
-            if attention_mask is not None:
-                attention_mask = self._fold_attention_mask(
-                    attention_mask, cache_batch, repeats, unfolded_length, key_length
-                )
-
-        causal_part = None
-        if self.is_self_attention and cache is not None:
-            # Keys past the last written position are empty cache slots.
-            offset = ops.cast(cache_index, "int32")
-            if causal:
-                causal_part = causal_mask(query_length, key_length, offset)
-            else:
-                filled = ops.arange(key_length, dtype="int32") < (offset + query_length)
-                causal_part = filled[None, None, None, :]
-        elif causal:
-            causal_part = causal_mask(query_length, key_length)
-        mask = merge_masks(attention_mask, query_mask, value_mask, causal_part)
-        relative = None
-        if self.max_relative_position is not None and self.is_self_attention:
-            relative = self._relative_positions(
-                query_length, key_length, 0 if cache_index is None else cache_index
-            )  # (T, S)
-
-        # Keys/values are (B, S, Hkv, d) or, from a cache, (B, Hkv, S, d)
-        # (a beam cache: (C, Hkv, R, S, d), see `_ancestry_scores`).
-        kv = "bhsd" if heads_major else "bshd"
-        kv_grouped = "bksd" if heads_major else "bskd"
-        # Scores in float32: (B, H, T, S).
-        q = q * ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype)
-        q_heads = q  # (B, T, H, dk)
-        groups = self.num_heads // self._kv_heads
-        batch_size = ops.shape(q)[0]
-        if beam_cache:
-            scores = self._ancestry_scores(q, k, one_hot)
-        elif groups == 1:
-            scores = ops.einsum(f"bthd,{kv}->bhts", q, k)
-        else:
-            q = ops.reshape(
-                q, (batch_size, query_length, self._kv_heads, groups, self.key_dim)
-            )
-            scores = ops.einsum(f"btkgd,{kv_grouped}->bkgts", q, k)
-            scores = ops.reshape(
-                scores, (batch_size, self.num_heads, query_length, key_length)
-            )
-        if relative is not None:  # q_i . a^K_ij (Shaw et al., eq. 4)
-            relative_keys = ops.take(
-                ops.cast(self.relative_key_embeddings, q.dtype), relative, axis=0
-            )  # (T, S, dk)
-            scores = scores + ops.einsum("bthd,tsd->bhts", q_heads, relative_keys)
-        scores = ops.cast(scores, "float32")
-        if mask is not None:
-            scores = ops.where(mask, scores, _MASKED_SCORE)
-        weights = ops.softmax(scores, axis=-1)
-        if mask is not None:
-            # A fully masked row attends to nothing (not to a uniform average).
-            weights = ops.where(ops.any(mask, axis=-1, keepdims=True), weights, 0.0)
-
-        probs = self.dropout_layer(
-            ops.cast(weights, self.compute_dtype), training=training
-        )
+        # Project: q (B, T, H, dk); k (B, S, Hkv, dk), v (B, S, Hkv, dv), or
+        # None over a cross-attention cache.
+        q, k, v = self._project(query, value, key, cache)
+        # Rotary positions (self-attention): rotate q and k by position.
+        q, k = self._rotate_queries_and_keys(q, k, cache_index)
+        # Cache: write the new keys/values; read its buffers (B, Hkv, S, d)
+        # in their own dtype.
+        heads_major = cache is not None
         if heads_major:
-            probs = ops.cast(probs, v.dtype)
-        if beam_cache:
-            context = self._ancestry_context(probs, v, one_hot)
-        elif groups == 1:
-            context = ops.einsum(f"bhts,{kv}->bthd", probs, v)
-        else:
-            probs_g = ops.reshape(
-                probs, (batch_size, self._kv_heads, groups, query_length, key_length)
+            k, v, cache = self._update_cache(k, v, cache, cache_index, beam_size)
+            q = ops.cast(q, k.dtype)
+        ancestry = None  # a beam cache: (C, L, R, R), see `beam_ancestry`
+        if beam_size is not None:
+            ancestry = ancestry_one_hot(cache_ancestry, q.dtype)
+        # Beams sharing a cross-attention cache row: (r C, T) -> (C, r T).
+        shared = heads_major and not self.is_self_attention
+        if shared:
+            query_batch = ops.shape(q)[0]
+            q, query_mask, value_mask, attention_mask = fold_shared_rows(
+                ops.shape(k)[0], q, query_mask, value_mask, attention_mask
             )
-            context = ops.einsum(f"bkgts,{kv_grouped}->btkgd", probs_g, v)
-        if relative is not None:  # sum_j alpha_ij a^V_ij (Shaw et al., eq. 3)
-            relative_values = ops.take(
-                ops.cast(self.relative_value_embeddings, probs.dtype), relative, axis=0
-            )  # (T, S, dv)
-            context = ops.reshape(
-                context, (batch_size, query_length, self.num_heads, self._value_dim)
-            ) + ops.einsum("bhts,tsd->bthd", probs, relative_values)
-        # Concatenate heads: (B, T, H * dv), then W_O.
-        context = ops.reshape(
-            context, (batch_size, query_length, self.num_heads * self._value_dim)
+
+        # Mask (bool, broadcastable to (B, H, T, S)) and relative positions.
+        query_length = ops.shape(q)[1]
+        key_length = self._key_length(k, ancestry, heads_major)
+        write_index = cache_index if heads_major and self.is_self_attention else None
+        mask = self._compute_attention_mask(
+            (query_length, key_length),
+            (attention_mask, query_mask, value_mask),
+            causal,
+            write_index,
         )
-        output = self.output_dense(context)
-        if folded:  # back to (repeats * C, T, ...)
-            output = ops.reshape(
-                output, (query_batch, unfolded_length, output.shape[-1])
+        relative = self._relative_indices(query_length, key_length, cache_index)
+
+        # Attention: context (B, T, H * dv), float32 weights (B, H, T, S).
+        context, weights = self._compute_attention(
+            q, k, v, mask, relative, ancestry, heads_major, training=training
+        )
+        output = self.output_dense(context)  # (B, T, output_dim)
+        if shared:  # back to (r C, T, ...)
+            output, weights = unfold_shared_rows(
+                query_batch, output, weights if return_attention_scores else None
             )
-            if return_attention_scores:
-                weights = ops.reshape(
-                    weights,
-                    (cache_batch, self.num_heads, repeats, unfolded_length, -1),
-                )
-                weights = ops.reshape(
-                    ops.transpose(weights, (0, 2, 1, 3, 4)),
-                    (query_batch, self.num_heads, unfolded_length, key_length),
-                )
 
         outputs = (output,)
         if return_attention_scores:
@@ -732,15 +438,232 @@ class MultiHeadAttention(keras.layers.Layer):
             outputs += (cache,)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def _fold_attention_mask(self, mask, cache_batch, repeats, length, key_length):
-        """`(r C, T, S)` or `(r C, h, T, S)` -> `(C, [h,] r T, S)`."""
-        if len(mask.shape) == 3:
-            return ops.reshape(mask, (cache_batch, repeats * length, key_length))
-        heads = ops.shape(mask)[1]
-        mask = ops.reshape(mask, (cache_batch, repeats, heads, length, key_length))
+    def _default_masks(self, query, value, query_mask, value_mask, cache):
+        """The padding masks, defaulting to the Keras masks of the inputs."""
+        if query_mask is None:
+            query_mask = getattr(query, "_keras_mask", None)
+        if value_mask is None and value is not None:
+            value_mask = getattr(value, "_keras_mask", None)
+        if value_mask is None and self.is_self_attention and cache is None:
+            value_mask = query_mask
+        return query_mask, value_mask
+
+    def _check_ancestry(self, cache_ancestry, cache):
+        """Validates `cache_ancestry` against the cache; returns `R` or `None`."""
+        if cache_ancestry is None:
+            return None
+        if cache is None or not self.is_self_attention:
+            raise ValueError(
+                "`cache_ancestry` goes with a self-attention beam cache "
+                "(`init_cache(..., beam_size=R)`)."
+            )
+        return check_ancestry(cache_ancestry, cache["key"].shape[2])
+
+    def _project(self, query, value, key, cache):
+        """q `(B, T, H, dk)`, k `(B, S, Hkv, dk)` and v `(B, S, Hkv, dv)`.
+
+        Over a cross-attention cache, only the queries are projected (k and
+        v are `None`).
+        """
+        H, Hkv, dk, dv = self.num_heads, self._kv_heads, self.key_dim, self._value_dim
+        if self.is_self_attention:
+            if value is not None or key is not None:
+                raise ValueError(
+                    "This layer was built for self-attention (first called "
+                    "without `value`); call it without `value`/`key`."
+                )
+            qkv = self.query_key_value_dense(query)  # (B, T, (H + 2 Hkv) dk)
+            q, k, v = ops.split(qkv, [H * dk, H * dk + Hkv * dk], axis=-1)
+            return (
+                self._split_heads(q, H, dk),
+                self._split_heads(k, Hkv, dk),
+                self._split_heads(v, Hkv, dv),
+            )
+        if value is None and cache is None:
+            raise ValueError(
+                "This layer was built for attention over another sequence "
+                "(first called with `value`); pass `value` or a `cache`."
+            )
+        q = self._split_heads(self.query_dense(query), H, dk)
+        if cache is not None:
+            return q, None, None
+        key = value if key is None else key
+        k = self._split_heads(self.key_dense(key), Hkv, dk)
+        v = self._split_heads(self.value_dense(value), Hkv, dv)
+        return q, k, v
+
+    def _rotate_queries_and_keys(self, q, k, cache_index):
+        """Rotary embeddings of self-attention queries and keys, if enabled."""
+        if self.rotary_max_wavelength is None or not self.is_self_attention:
+            return q, k
+        offset = 0 if cache_index is None else cache_index
+        return self._rotate(q, offset), self._rotate(k, offset)
+
+    def _rotate(self, x, offset):
+        """Rotary position embedding of `x` `(B, T, heads, d)` (Su et al.).
+
+        The pair of dimensions `(2i, 2i + 1)` at position `p` (counted from
+        `offset`) is rotated by the angle `p * max_wavelength^(-2i / d)`; see
+        `rotary_embedding.apply_rotary_embedding`. The sines and cosines
+        come from `SinusoidalPositionalEncoding`, in float32.
+        """
+        sinusoids = self._rotary_table(
+            ops.zeros((ops.shape(x)[1], x.shape[-1]), "float32"), start_index=offset
+        )  # (T, d): sin at 2i, cos at 2i + 1
+        return ops.cast(apply_rotary_embedding(x, sinusoids), self.compute_dtype)
+
+    def _update_cache(self, k, v, cache, cache_index, beam_size):
+        """Writes new self-attention keys/values; returns k, v and the cache.
+
+        A cross-attention cache holds the keys/values already: it is read
+        as it is.
+        """
+        if not self.is_self_attention:
+            return cache["key"], cache["value"], cache
+        if cache_index is None:
+            raise ValueError(
+                "A self-attention `cache` needs `cache_index`, the "
+                "position at which to write the new keys/values."
+            )
+        cache = write_cache(cache, k, v, cache_index, beam_size=beam_size)
+        return cache["key"], cache["value"], cache
+
+    def _key_length(self, k, ancestry, heads_major):
+        """The number of key positions (of a beam cache: positions, not slots)."""
+        if ancestry is not None:
+            return ops.shape(ancestry)[1]
+        return ops.shape(k)[2 if heads_major else 1]
+
+    def _compute_attention_mask(self, lengths, masks, causal, write_index):
+        """AND of the given masks, the causal mask and the filled cache slots.
+
+        `lengths` is `(T, S)`; `masks` is `(attention_mask, query_mask,
+        value_mask)`, each optional. `write_index` is where a self-attention
+        cache was written (else `None`): keys past the last written position
+        are empty slots.
+        """
+        query_length, key_length = lengths
+        causal_part = None
+        if write_index is not None:
+            offset = ops.cast(write_index, "int32")
+            if causal:
+                causal_part = causal_mask(query_length, key_length, offset)
+            else:
+                filled = ops.arange(key_length, dtype="int32") < (offset + query_length)
+                causal_part = filled[None, None, None, :]
+        elif causal:
+            causal_part = causal_mask(query_length, key_length)
+        return merge_masks(*masks, causal_part)
+
+    def _relative_indices(self, query_length, key_length, cache_index):
+        """Relative position indices `(T, S)` of self-attention, or `None`."""
+        if self.max_relative_position is None or not self.is_self_attention:
+            return None
+        return relative_position_indices(
+            query_length,
+            key_length,
+            self.max_relative_position,
+            0 if cache_index is None else cache_index,
+        )
+
+    def _compute_attention(
+        self,
+        query,
+        key,
+        value,
+        attention_mask=None,
+        relative_indices=None,
+        ancestry=None,
+        heads_major=False,
+        training=None,
+    ):
+        """Scaled dot-product attention of the projected heads.
+
+        Args:
+            query: `(B, T, H, dk)`.
+            key: `(B, S, Hkv, dk)`, or heads-major `(B, Hkv, S, dk)` (a
+                cache's buffer; with `ancestry`, a beam cache's).
+            value: `(B, S, Hkv, dv)`, or heads-major like `key`.
+            attention_mask: optional bool, broadcastable to `(B, H, T, S)`.
+            relative_indices: optional int `(T, S)` (Shaw et al.).
+            ancestry: optional one-hot `(C, S, R, R)` of a beam cache.
+            heads_major: bool, whether `key`/`value` are heads-major.
+            training: bool, whether dropout is active.
+
+        Returns:
+            `(context, weights)`: `(B, T, H * dv)` in the compute dtype (or
+            the cache's) and float32 `(B, H, T, S)`.
+        """
+        query = query * ops.cast(1.0 / math.sqrt(self.key_dim), query.dtype)
+        scores = self._attention_scores(query, key, ancestry, heads_major)
+        if relative_indices is not None:  # q_i . a^K_ij (Shaw et al., eq. 4)
+            scores = scores + relative_scores(
+                query, self.relative_key_embeddings, relative_indices
+            )
+        weights = self._masked_softmax(scores, attention_mask)  # float32
+        probs = self.dropout_layer(
+            ops.cast(weights, self.compute_dtype), training=training
+        )
+        if heads_major:
+            probs = ops.cast(probs, value.dtype)
+        context = self._attention_context(probs, value, ancestry, heads_major)
+        if relative_indices is not None:  # sum_j alpha_ij a^V_ij (eq. 3)
+            context = context + relative_context(
+                probs, self.relative_value_embeddings, relative_indices
+            )
+        # Concatenate heads: (B, T, H, dv) -> (B, T, H * dv).
+        batch_size, query_length = ops.shape(context)[0], ops.shape(context)[1]
+        context = ops.reshape(
+            context, (batch_size, query_length, self.num_heads * self._value_dim)
+        )
+        return context, weights
+
+    def _attention_scores(self, query, key, ancestry, heads_major):
+        """`(B, H, T, S)` dot products of queries and keys."""
+        if ancestry is not None:
+            return ancestry_scores(query, key, ancestry)
+        layout, grouped_layout = _KEY_LAYOUTS[heads_major]
+        groups = self.num_heads // self._kv_heads
+        if groups == 1:
+            return ops.einsum(f"bthd,{layout}->bhts", query, key)
+        batch_size, query_length = ops.shape(query)[0], ops.shape(query)[1]
+        query = ops.reshape(
+            query, (batch_size, query_length, self._kv_heads, groups, self.key_dim)
+        )
+        scores = ops.einsum(f"btkgd,{grouped_layout}->bkgts", query, key)
+        key_length = ops.shape(scores)[-1]
         return ops.reshape(
-            ops.transpose(mask, (0, 2, 1, 3, 4)),
-            (cache_batch, heads, repeats * length, key_length),
+            scores, (batch_size, self.num_heads, query_length, key_length)
+        )
+
+    def _masked_softmax(self, scores, mask):
+        """float32 softmax over keys; masked keys get weight 0.
+
+        Masked scores are replaced (by selection, never by adding `-inf`)
+        before the softmax, and a row whose keys are all masked gets
+        all-zero weights instead of a uniform average.
+        """
+        scores = ops.cast(scores, "float32")
+        if mask is None:
+            return ops.softmax(scores, axis=-1)
+        weights = ops.softmax(ops.where(mask, scores, _MASKED_SCORE), axis=-1)
+        return ops.where(ops.any(mask, axis=-1, keepdims=True), weights, 0.0)
+
+    def _attention_context(self, probs, value, ancestry, heads_major):
+        """`(B, T, H, dv)`: the values averaged with weights `(B, H, T, S)`."""
+        if ancestry is not None:
+            return ancestry_context(probs, value, ancestry)
+        layout, grouped_layout = _KEY_LAYOUTS[heads_major]
+        groups = self.num_heads // self._kv_heads
+        if groups == 1:
+            return ops.einsum(f"bhts,{layout}->bthd", probs, value)
+        batch_size, _, query_length, key_length = ops.shape(probs)
+        probs = ops.reshape(
+            probs, (batch_size, self._kv_heads, groups, query_length, key_length)
+        )
+        context = ops.einsum(f"bkgts,{grouped_layout}->btkgd", probs, value)
+        return ops.reshape(
+            context, (batch_size, query_length, self.num_heads, self._value_dim)
         )
 
     def compute_output_spec(
@@ -775,7 +698,7 @@ class MultiHeadAttention(keras.layers.Layer):
             outputs += (
                 {
                     name: keras.KerasTensor(cache[name].shape, dtype=cache[name].dtype)
-                    for name in _CACHE_KEYS
+                    for name in CACHE_KEYS
                 },
             )
         return outputs[0] if len(outputs) == 1 else outputs

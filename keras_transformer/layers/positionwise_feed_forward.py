@@ -28,9 +28,9 @@ class PositionwiseFeedForward(keras.layers.Layer):
         inputs: `(batch_size, sequence_length, d_model)`.
         padding_mask: optional bool `(batch_size, sequence_length)`, `True`
             for real tokens. Padded positions are then not computed where the
-            shapes allow (a third of the work in a batch padded to its
-            longest sentence) and their outputs are zero on every code path;
-            see `layers.utils.apply_to_real_positions`.
+            shapes allow (in a batch padded to its longest sentence, they can
+            be a large part of the rows) and their outputs are zero on every
+            code path; see `layers.utils.apply_to_real_positions`.
         training: bool, whether dropout is active.
 
     Returns:

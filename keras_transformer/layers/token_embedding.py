@@ -106,11 +106,10 @@ class TokenEmbedding(keras.layers.Layer):
 
         The transposed embedding matrix (tied) or the output kernel, in the
         compute dtype. A decoding loop computes it once and passes it to
-        `logits(..., kernel=)` at every step: under XLA a matrix carried
-        through the loop in `(d_model, vocabulary)` layout made greedy
-        decoding ~17% faster on CPU than the transposed `(vocabulary,
-        d_model)` table at every step (batch 16, vocabulary 8192, d_model
-        256).
+        `logits(..., kernel=)` at every step, so the matrix is carried
+        through the loop in the `(d_model, vocabulary)` layout of the matmul
+        instead of transposing the `(vocabulary, d_model)` table at every
+        step (see `benchmarks/README.md` for the effect on decoding speed).
         """
         kernel = (
             ops.transpose(self.embeddings) if self.tie_weights else self.output_kernel

@@ -18,9 +18,9 @@ def apply_to_real_positions(function, inputs, padding_mask, output_dim):
 
     For a position-wise `function` (each `(d_in,)` row maps to a
     `(output_dim,)` row on its own, as in the feed-forward network), the
-    rows at padded positions are wasted work: in a batch of sentences padded
-    to the longest, about a third of the rows. Here they are not computed
-    where the shapes allow, and are zero in the result on every path:
+    rows at padded positions are wasted work (in a batch of sentences padded
+    to the longest, they can be many). Here they are not computed where the
+    shapes allow, and are zero in the result on every path:
 
     - TensorFlow, not compiled with XLA (eagerly, in graphs, in a SavedModel):
       only the `n_real` real rows are gathered, passed through `function` and
@@ -35,8 +35,8 @@ def apply_to_real_positions(function, inputs, padding_mask, output_dim):
       cpu_tuned_paths()`), every row is computed and the padded ones zeroed.
 
     Real rows are computed by the same `function` on every path, so their
-    values match the plain `function(inputs)` (up to the matmul's blocking,
-    ~1e-7 relative in float32).
+    values match the plain `function(inputs)` up to float rounding (a
+    matmul over fewer rows may sum in a different order).
 
     Args:
         function: maps `(n, d_in)` to `(n, output_dim)` row by row; it may
@@ -63,7 +63,7 @@ def apply_to_real_positions(function, inputs, padding_mask, output_dim):
     real = ops.reshape(ops.cast(padding_mask, "bool"), (-1,))  # (N,)
     num_rows = rows.shape[0]
     # On GPUs and TPUs every row is computed (the dense path); skipping rows
-    # was measured to help on CPUs only, and gives the same values.
+    # is a CPU speed choice (`cpu_tuned_paths`) and gives the same values.
     small = num_rows is not None and num_rows <= _MIN_CHUNK_ROWS
     dense = small or not cpu_tuned_paths()
     if not dense and keras.backend.backend() == "tensorflow" and not in_xla_context():

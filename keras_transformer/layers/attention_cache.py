@@ -1,0 +1,170 @@
+"""The fixed-size key/value cache of attention, and how queries share it.
+
+A cache is a dict of two heads-major buffers,
+`{"key": (batch_size, num_key_value_heads, slots, key_dim),
+"value": (batch_size, num_key_value_heads, slots, value_dim)}`, whose size
+never changes (XLA friendly). Heads come before positions, so the attention
+matmuls read the buffers as they are stored.
+
+- `write_cache` writes the keys/values of new positions into the buffers:
+  one slot per position, or, for a **beam cache** of `R` beams per group,
+  position `s` of beam `j` at slot `s * R + j` (see `beam_ancestry` for
+  how such a cache is read).
+- `fold_shared_rows` / `unfold_shared_rows` let `r` consecutive query rows
+  (the beams of one source sentence) attend to one row of a cross-attention
+  cache, which then stores the encoder keys/values once per sentence.
+
+Example:
+
+>>> import numpy as np
+>>> cache = {"key": np.zeros((1, 1, 4, 2)), "value": np.zeros((1, 1, 4, 2))}
+>>> new = np.ones((1, 2, 1, 2))  # (batch_size, 2 positions, heads, dim)
+>>> cache = write_cache(cache, new, new, index=1)
+>>> np.asarray(cache["key"])[0, 0, :, 0].tolist()
+[0.0, 1.0, 1.0, 0.0]
+"""
+
+from keras import ops
+
+from keras_transformer.utils import dynamic_update
+
+# The two buffers of a key/value cache.
+CACHE_KEYS = ("key", "value")
+
+
+def check_cache(cache):
+    """The two buffers of `cache` as a new dict; a `ValueError` if it is not one.
+
+    Args:
+        cache: a dict with exactly the keys `CACHE_KEYS`.
+
+    Returns:
+        `{"key": cache["key"], "value": cache["value"]}`.
+    """
+    if not (hasattr(cache, "keys") and set(cache.keys()) == set(CACHE_KEYS)):
+        raise ValueError(
+            "`cache` must be a dict {'key': (batch_size, num_key_value_heads, "
+            "length, key_dim), 'value': (batch_size, num_key_value_heads, "
+            "length, value_dim)}, as made by `init_cache` or "
+            "`compute_key_value_cache`. Received: "
+            f"{type(cache).__name__} {getattr(cache, 'shape', '')}"
+        )
+    return {name: cache[name] for name in CACHE_KEYS}
+
+
+def write_cache(cache, key, value, index, beam_size=None):
+    """Writes the keys/values of new positions into a fixed-size cache.
+
+    Only the new positions are transposed to the cache's layout (heads before
+    positions) and written, as one contiguous slice: in place under XLA,
+    gather + select otherwise (see `keras_transformer.utils.dynamic_update`).
+
+    Args:
+        cache: dict of buffers `(batch_size, num_key_value_heads, slots, d)`
+            (`batch_size` is the number of groups for a beam cache).
+        key: new keys `(batch_size, T, num_key_value_heads, key_dim)`
+            (`groups * beam_size` rows for a beam cache, beam `j` of group
+            `c` at row `c * beam_size + j`).
+        value: new values `(batch_size, T, num_key_value_heads, value_dim)`.
+        index: int or scalar int tensor, the position of the first new key.
+        beam_size: optional int `R`. When given, the cache is a beam cache
+            and position `s` of beam `j` is written at slot `s * R + j`, so
+            the `R` beams' new positions are adjacent too.
+
+    Returns:
+        The updated cache, a dict of buffers of the same shapes and dtypes.
+    """
+    updated = {}
+    for name, new in (("key", key), ("value", value)):
+        if beam_size is None:
+            new = ops.transpose(new, (0, 2, 1, 3))  # (B, Hkv, T, d)
+            start = index
+        else:
+            new = _beam_major(new, ops.shape(cache[name])[0], beam_size)
+            start = ops.cast(index, "int32") * beam_size
+        updated[name] = dynamic_update(cache[name], new, start, axis=2)
+    return updated
+
+
+def _beam_major(new, groups, beam_size):
+    """`(C R, T, Hkv, d)` -> `(C, Hkv, T R, d)`: slot `t R + j` is beam `j`."""
+    length, heads = ops.shape(new)[1], new.shape[2]
+    new = ops.reshape(new, (groups, beam_size) + tuple(new.shape[1:]))
+    new = ops.transpose(new, (0, 3, 2, 1, 4))  # (C, Hkv, T, R, d)
+    return ops.reshape(new, (groups, heads, length * beam_size, -1))
+
+
+def fold_shared_rows(
+    cache_batch, query, query_mask=None, value_mask=None, attention_mask=None
+):
+    """Folds query rows that share a cache row into the query length.
+
+    With `batch_size = r * cache_batch`, query rows `i * r ... i * r + r - 1`
+    all attend to cache row `i`. Folding them into one row of `r * T`
+    queries, `(r C, T, ...) -> (C, r T, ...)`, lets one attention over the
+    cache serve them all. A no-op reshape when `r` is 1.
+
+    Args:
+        cache_batch: int or scalar int tensor `C`, the cache's batch size.
+        query: `(r C, T, num_heads, key_dim)`.
+        query_mask: optional `(r C, T)`.
+        value_mask: optional `(C, S)` or `(r C, S)` padding mask of the
+            cache's keys; with `r C` rows, the first row of each group is
+            kept (the rows of a group share their keys).
+        attention_mask: optional `(r C, T, S)` or `(r C, heads, T, S)`.
+
+    Returns:
+        `(query, query_mask, value_mask, attention_mask)` folded:
+        `(C, r T, num_heads, key_dim)`, `(C, r T)`, `(C, S)` and
+        `(C, r T, S)` or `(C, heads, r T, S)` (`None` stays `None`).
+    """
+    query_batch, length = ops.shape(query)[0], ops.shape(query)[1]
+    repeats = query_batch // cache_batch
+    query = ops.reshape(query, (cache_batch, repeats * length) + tuple(query.shape[2:]))
+    if query_mask is not None:
+        query_mask = ops.reshape(query_mask, (cache_batch, repeats * length))
+    if value_mask is not None:  # (C or r C, S): the first row of each group
+        key_length = ops.shape(value_mask)[-1]
+        value_mask = ops.reshape(value_mask, (cache_batch, -1, key_length))[:, 0]
+    if attention_mask is not None:
+        attention_mask = _fold_attention_mask(attention_mask, cache_batch, repeats)
+    return query, query_mask, value_mask, attention_mask
+
+
+def _fold_attention_mask(mask, cache_batch, repeats):
+    """`(r C, T, S)` or `(r C, h, T, S)` -> `(C, [h,] r T, S)`."""
+    length, key_length = ops.shape(mask)[-2], ops.shape(mask)[-1]
+    if len(mask.shape) == 3:
+        return ops.reshape(mask, (cache_batch, repeats * length, key_length))
+    heads = ops.shape(mask)[1]
+    mask = ops.reshape(mask, (cache_batch, repeats, heads, length, key_length))
+    return ops.reshape(
+        ops.transpose(mask, (0, 2, 1, 3, 4)),
+        (cache_batch, heads, repeats * length, key_length),
+    )
+
+
+def unfold_shared_rows(query_batch, output, weights=None):
+    """Undoes `fold_shared_rows` on the attention's results.
+
+    Args:
+        query_batch: int or scalar int tensor `r C`, the unfolded batch size.
+        output: `(C, r T, dim)`.
+        weights: optional attention weights `(C, num_heads, r T, S)`.
+
+    Returns:
+        `(output, weights)`: `(r C, T, dim)` and `(r C, num_heads, T, S)`
+        (or `None`).
+    """
+    cache_batch, folded_length = ops.shape(output)[0], ops.shape(output)[1]
+    repeats = query_batch // cache_batch
+    length = folded_length // repeats
+    output = ops.reshape(output, (query_batch, length, output.shape[-1]))
+    if weights is not None:
+        heads, key_length = weights.shape[1], ops.shape(weights)[-1]
+        weights = ops.reshape(weights, (cache_batch, heads, repeats, length, -1))
+        weights = ops.reshape(
+            ops.transpose(weights, (0, 2, 1, 3, 4)),
+            (query_batch, heads, length, key_length),
+        )
+    return output, weights

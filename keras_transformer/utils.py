@@ -98,13 +98,14 @@ def has_accelerator():
 def cpu_tuned_paths():
     """Whether to take the code paths that were tuned on CPUs.
 
-    `True` when no GPU or TPU is seen. The choices made here were measured
-    on CPUs only (see `benchmarks/README.md`): skipping the padded rows of
-    position-wise layers (`layers.utils.apply_to_real_positions`) and
-    float32 decoding caches for 16-bit models under XLA
-    (`decoding.generation.resolve_cache_dtype`). On GPUs and TPUs the plain dense
-    path runs; both paths compute the same values, so the choice changes
-    speed only.
+    `True` when no GPU or TPU is seen. Three choices were measured on CPUs
+    only (see `benchmarks/README.md`) and are taken only here: skipping the
+    padded rows of position-wise layers
+    (`layers.utils.apply_to_real_positions`), float32 decoding caches for
+    16-bit models under XLA (`decoding.generation.resolve_cache_dtype`) and
+    ThreeFry dropout masks under XLA (`layers.Dropout`). On GPUs and TPUs
+    the plain paths run. The first two compute the same values either way;
+    the dropout masks differ but are equally random.
     """
     return not has_accelerator()
 

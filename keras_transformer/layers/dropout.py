@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_transformer.utils import cpu_tuned_paths
 from keras_transformer.utils import in_xla_context
 
 
@@ -13,14 +14,16 @@ class Dropout(keras.layers.Dropout):
     `keras.layers.Dropout` (each unit is zeroed with probability `rate`, the
     rest are scaled by `1 / (1 - rate)`); only the algorithm that draws the
     mask differs, and only in one place: when TensorFlow compiles the call
-    with XLA (`jit_compile=True`, e.g. `model.compile(jit_compile=True)`),
-    the mask is drawn with ThreeFry instead of TensorFlow's default Philox.
+    with XLA (`jit_compile=True`, e.g. `model.compile(jit_compile=True)`) on
+    a CPU, the mask is drawn with ThreeFry instead of TensorFlow's default
+    Philox.
     XLA's CPU expansion of Philox needs wide integer multiplies that do not
     vectorize, while ThreeFry uses only adds, rotations and xors (it is
     JAX's default generator); the speed-up this gives is recorded in
-    `benchmarks/README.md`. Eagerly, in non-XLA graphs (whose CPU kernels
-    only implement Philox), for `rate` 0 or 1 and on other backends the call
-    is `keras.layers.Dropout`'s.
+    `benchmarks/README.md`. It is a CPU choice (see
+    `keras_transformer.utils.cpu_tuned_paths`): on a GPU or TPU, eagerly, in
+    non-XLA graphs (whose CPU kernels only implement Philox), for `rate` 0
+    or 1 and on other backends the call is `keras.layers.Dropout`'s.
 
     The two generators give different (equally random) masks for the same
     seed, so an XLA-compiled and a non-compiled run of the same seeded model
@@ -64,6 +67,7 @@ class Dropout(keras.layers.Dropout):
             and 0 < self.rate < 1
             and keras.backend.backend() == "tensorflow"
             and in_xla_context()
+            and cpu_tuned_paths()
         ):
             return _threefry_dropout(
                 inputs, self.rate, self.noise_shape, self.seed_generator.next()

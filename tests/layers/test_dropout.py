@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_transformer import Transformer
 from keras_transformer.layers import Dropout
+from keras_transformer.layers import dropout as dropout_module
 from tests.test_case import run_layer_test
 
 
@@ -38,6 +39,13 @@ def test_xla_draws_with_threefry_where_keras_draws_with_philox():
     stock = _hlo(keras.layers.Dropout(0.1, seed=3), x)
     assert "algorithm=rng_three_fry" in ours and "rng_philox" not in ours
     assert "algorithm=rng_philox" in stock
+
+
+def test_accelerators_draw_with_keras_philox_under_xla(monkeypatch):
+    # ThreeFry is a CPU choice (`keras_transformer.utils.cpu_tuned_paths`).
+    monkeypatch.setattr(dropout_module, "cpu_tuned_paths", lambda: False)
+    hlo = _hlo(Dropout(0.1, seed=3), tf.ones((4, 8)))
+    assert "algorithm=rng_philox" in hlo and "rng_three_fry" not in hlo
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])

@@ -28,6 +28,7 @@ import wmt_common as common  # noqa: E402
 
 from keras_transformer.text import load_vocabularies  # noqa: E402
 from keras_transformer.training.checkpoints import average_checkpoints  # noqa: E402
+from keras_transformer.training.checkpoints import list_step_checkpoints  # noqa: E402
 from keras_transformer.training.trainer import SetupError  # noqa: E402
 
 
@@ -52,12 +53,10 @@ def main(argv=None, log=print):
     last = args.last or common.AVERAGE_LAST.get(config["preset"], 5)
     if last < 1:
         raise SetupError(f"--last must be at least 1, not {last}")
-    checkpoints = common.list_checkpoints(model_dir)[-last:]
+    directory = common.checkpoint_dir(model_dir)
+    checkpoints = list_step_checkpoints(directory, common.CHECKPOINT_PATTERN)[-last:]
     if not checkpoints:
-        raise SetupError(
-            f"No checkpoint in {common.join(model_dir, common.CHECKPOINT_DIR)}; "
-            "train first."
-        )
+        raise SetupError(f"No checkpoint in {directory}; train first.")
     if len(checkpoints) < last:
         log(f"Only {len(checkpoints)} checkpoint(s) to average, not {last}.")
     steps = [step for step, _ in checkpoints]

@@ -38,21 +38,26 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import wmt_common as common  # noqa: E402
 
+from keras_transformer.training.checkpoints import list_step_checkpoints  # noqa: E402
 from keras_transformer.training.strategy import get_strategy  # noqa: E402
 from keras_transformer.training.trainer import SetupError  # noqa: E402
 from keras_transformer.training.trainer import build_model  # noqa: E402
 
 
 class IntervalCheckpoint(keras.callbacks.Callback):
-    """Saves `ckpt-<step>.weights.h5` at each epoch end; keeps the last `keep`.
+    """Saves `DIR/checkpoints/ckpt-<step>.weights.h5` at each epoch end.
 
-    The file holds the model's and the optimizer's variables (Keras's
-    `save_weights`), so training resumes with the same weights and schedule;
-    the data restarts with a new seed. It is written locally and copied, so
-    DIR may be on Cloud Storage. (The library's
-    `keras_transformer.training.resume.StepCheckpoint` also saves the data
-    position and resumes by reading the consumed batches again: for a long
-    run on an endless stream that means the whole run's data.)
+    The file holds the model's and the optimizer's variables
+    (`save_weights`), so a re-run resumes with the same weights and learning
+    rate schedule; its data stream restarts with a new seed. The file is
+    written locally and copied, so DIR may be on Cloud Storage. The newest
+    `keep` checkpoints are kept (`0` or `None`: all), found with the
+    library's `list_step_checkpoints`.
+
+    The library's `resume.StepCheckpoint` is not used: it resumes at the
+    exact data position by reading every batch consumed so far again (on
+    this script's endless stream, all of the run's data), keeps at least one
+    checkpoint, and writes the `step-N.weights.h5` + `step-N.json` layout.
     """
 
     def __init__(self, model_dir, keep=None, log=print):
@@ -69,7 +74,10 @@ class IntervalCheckpoint(keras.callbacks.Callback):
         self.saved.append(path)
         self.log(f"Saved {path}")
         if self.keep:
-            for _, old in common.list_checkpoints(self.model_dir)[: -self.keep]:
+            listed = list_step_checkpoints(
+                common.checkpoint_dir(self.model_dir), common.CHECKPOINT_PATTERN
+            )
+            for _, old in listed[: -self.keep]:
                 tf.io.gfile.remove(old)
 
 
@@ -278,7 +286,9 @@ def _restore_model(args, strategy, tokenizer, config, log):
     The random seed is `--seed` plus that checkpoint's step, so a resumed
     run gets new dropout masks and a new data order.
     """
-    checkpoints = common.list_checkpoints(args.model_dir)
+    checkpoints = list_step_checkpoints(
+        common.checkpoint_dir(args.model_dir), common.CHECKPOINT_PATTERN
+    )
     keras.utils.set_random_seed(args.seed + (checkpoints[-1][0] if checkpoints else 0))
     with strategy.scope():
         model = build_model(config, tokenizer, tokenizer)

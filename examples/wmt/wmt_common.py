@@ -43,7 +43,7 @@ from keras_transformer.special_tokens import PAD_ID
 from keras_transformer.text import build_vocabularies
 from keras_transformer.text import load_vocabularies
 from keras_transformer.text import save_vocabularies
-from keras_transformer.training.checkpoints import checkpoint_step
+from keras_transformer.training.checkpoints import list_step_checkpoints
 from keras_transformer.training.trainer import SetupError
 from keras_transformer.training.trainer import TrainConfig
 
@@ -60,6 +60,8 @@ AVERAGED_WEIGHTS = "averaged.weights.h5"
 AVERAGED_INFO = "averaged.json"
 CHECKPOINT_PREFIX = "ckpt-"
 CHECKPOINT_SUFFIX = ".weights.h5"
+# The `pattern` of `list_step_checkpoints` (not the `partial-` files).
+CHECKPOINT_PATTERN = f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}"
 
 # The paper averages the last 5 checkpoints of base models, 20 of big ones.
 AVERAGE_LAST = {"base": 5, "big": 20}
@@ -179,26 +181,13 @@ def load_weights(model, path):
 
 def checkpoint_path(model_dir, step):
     return join(
-        model_dir, CHECKPOINT_DIR, f"{CHECKPOINT_PREFIX}{step}{CHECKPOINT_SUFFIX}"
+        checkpoint_dir(model_dir), f"{CHECKPOINT_PREFIX}{step}{CHECKPOINT_SUFFIX}"
     )
 
 
-def list_checkpoints(model_dir):
-    """`[(step, path)]` of `DIR/checkpoints/ckpt-N.weights.h5`, oldest first.
-
-    `[]` when there is none. Steps are the library's `checkpoint_step`; the
-    listing goes through `tf.io.gfile`, so DIR may be on Cloud Storage (the
-    library's `latest_checkpoints` lists local directories only).
-    """
-    pattern = join(
-        model_dir, CHECKPOINT_DIR, f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}"
-    )
-    found = []
-    for path in tf.io.gfile.glob(pattern):
-        step = checkpoint_step(path)
-        if step is not None:
-            found.append((step, path))
-    return sorted(found)
+def checkpoint_dir(model_dir):
+    """`DIR/checkpoints`: list it with the library's `list_step_checkpoints`."""
+    return join(model_dir, CHECKPOINT_DIR)
 
 
 # ----------------------------------------------------------------------------
@@ -576,11 +565,10 @@ def load_trained(model_dir, checkpoint="averaged"):
                 f"{model_dir} first (or pass --checkpoint latest)."
             )
     elif checkpoint == "latest":
-        checkpoints = list_checkpoints(model_dir)
+        directory = checkpoint_dir(model_dir)
+        checkpoints = list_step_checkpoints(directory, CHECKPOINT_PATTERN)
         if not checkpoints:
-            raise FileNotFoundError(
-                f"No checkpoint in {join(model_dir, CHECKPOINT_DIR)}."
-            )
+            raise FileNotFoundError(f"No checkpoint in {directory}.")
         path = checkpoints[-1][1]
     else:
         path = checkpoint

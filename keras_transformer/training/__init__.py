@@ -11,7 +11,8 @@
   strategies, failing fast when the hardware is absent.
 - `fit_custom_loop`: a `strategy.run` training loop with resumable
   checkpoints, for multi-worker training (where Keras 3's `fit` fails).
-- `average_checkpoints`, `latest_checkpoints`: checkpoint averaging.
+- `average_checkpoints`, `latest_checkpoints`, `list_step_checkpoints`:
+  checkpoint listing and averaging.
 - `BleuCallback`, `WallClockLimit`: sacreBLEU/chrF at epoch end, a time budget.
 - `TrainConfig`, `train_translator` (in `keras_transformer.training.trainer`):
   what `keras-transformer train` runs. `TrainConfig` is declared in
@@ -24,6 +25,7 @@ from keras_transformer.training.callbacks import WallClockLimit
 from keras_transformer.training.checkpoints import average_checkpoints
 from keras_transformer.training.checkpoints import checkpoint_step
 from keras_transformer.training.checkpoints import latest_checkpoints
+from keras_transformer.training.checkpoints import list_step_checkpoints
 from keras_transformer.training.custom_loop import fit_custom_loop
 from keras_transformer.training.losses import LabelSmoothedCrossEntropy
 from keras_transformer.training.losses import label_smoothed_cross_entropy

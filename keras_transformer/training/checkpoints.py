@@ -2,10 +2,11 @@
 
 The base models of the paper are the average of the last 5 checkpoints, the big
 ones of the last 20. `latest_checkpoints` picks them by step number and
-`average_checkpoints` averages them.
+`average_checkpoints` averages them. `list_step_checkpoints` is the one listing
+of step-numbered checkpoint files that the library and the examples share.
 """
 
-import glob
+import fnmatch
 import io
 import os
 import re
@@ -277,12 +278,56 @@ def checkpoint_step(path):
     return int(numbers[-1]) if numbers else None
 
 
+def list_step_checkpoints(directory, pattern="*.weights.h5"):
+    """The step-numbered checkpoint files of a directory, oldest first.
+
+    Files of `directory` whose name matches the glob `pattern` are ordered by
+    `checkpoint_step` (the last integer of the name, so `epoch-10` comes after
+    `epoch-9`); files whose name has no number, hidden files (as `glob`
+    does) and subdirectories are skipped. The listing goes through
+    `tf.io.gfile`, so `directory` may be local or any path TensorFlow reads
+    (`gs://bucket/...`).
+
+    Args:
+        directory: str or path-like, the checkpoint directory.
+        pattern: str, glob pattern of checkpoint file names (not paths).
+            Defaults to `"*.weights.h5"`.
+
+    Returns:
+        A list of `(step, path)` pairs, oldest first; `[]` when `directory`
+        does not exist or holds no matching file with a step number.
+
+    Example:
+
+    ```python
+    for step, path in list_step_checkpoints("gs://bucket/run/checkpoints"):
+        print(step, path)
+    ```
+    """
+    import tensorflow as tf
+
+    directory = os.fspath(directory)
+    if not tf.io.gfile.isdir(directory):
+        return []
+    found = []
+    for name in tf.io.gfile.listdir(directory):
+        step = checkpoint_step(name)
+        hidden = name.startswith(".") and not pattern.startswith(".")
+        if step is None or hidden or not fnmatch.fnmatchcase(name, pattern):
+            continue
+        path = os.path.join(directory, name)
+        if not tf.io.gfile.isdir(path):
+            found.append((step, path))
+    return sorted(found)
+
+
 def latest_checkpoints(directory, k, pattern="*.weights.h5"):
     """The last `k` checkpoints of a directory, ordered by step number.
 
     Files matching the glob `pattern` are ordered by `checkpoint_step` (the
     last integer of the name, so `epoch-10` comes after `epoch-9`); files
-    whose name has no number are skipped.
+    whose name has no number are skipped. The listing is
+    `list_step_checkpoints`'s.
 
     Args:
         directory: str, the checkpoint directory.
@@ -299,19 +344,16 @@ def latest_checkpoints(directory, k, pattern="*.weights.h5"):
         ValueError: if `k < 1`, `directory` does not exist, or no file with a
             step number matches.
     """
+    import tensorflow as tf
+
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be an integer >= 1. Received: k={k!r}")
-    if not os.path.isdir(directory):
+    if not tf.io.gfile.isdir(os.fspath(directory)):
         raise ValueError(f"Checkpoint directory not found: {directory!r}")
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(directory), pattern)):
-        step = checkpoint_step(path)
-        if step is not None and os.path.isfile(path):
-            found.append((step, path))
+    found = list_step_checkpoints(directory, pattern)
     if not found:
         raise ValueError(
             f"No checkpoint matching {pattern!r} with a step number in its "
             f"name in {directory!r}."
         )
-    found.sort()
     return [path for _, path in found[-k:]]

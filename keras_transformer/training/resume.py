@@ -36,10 +36,11 @@ import warnings
 import keras
 import numpy as np
 
+from keras_transformer.training.checkpoints import list_step_checkpoints
 from keras_transformer.training.checkpoints import read_checkpoint_arrays
 
 STATE_VERSION = 1
-_NAME = re.compile(r"^step-(\d+)\.json$")
+_NAME = re.compile(r"^step-\d+\.json$")
 
 
 def _seed_states(model):
@@ -294,17 +295,15 @@ def fit_by_epoch(
 def list_checkpoints(directory):
     """The complete checkpoints' JSON paths in `directory`, oldest first.
 
-    `directory` may be local or any `tf.io.gfile` path (`gs://...`).
+    `directory` may be local or any `tf.io.gfile` path (`gs://...`). The
+    listing is `checkpoints.list_step_checkpoints`'s, kept to the names
+    `StepCheckpoint` writes (`step-NNNNNNNN.json`).
     """
-    import tensorflow as tf
-
-    paths = []
-    pattern = os.path.join(os.fspath(directory), "step-*.json")
-    for path in tf.io.gfile.glob(pattern):
-        match = _NAME.match(os.path.basename(path))
-        if match:
-            paths.append((int(match.group(1)), path))
-    return [path for _, path in sorted(paths)]
+    return [
+        path
+        for _, path in list_step_checkpoints(directory, "step-*.json")
+        if _NAME.match(os.path.basename(path))
+    ]
 
 
 def restore_latest(model, directory):

@@ -16,6 +16,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_transformer.training.checkpoints import checkpoint_step
+from keras_transformer.training.checkpoints import list_step_checkpoints
 from keras_transformer.training.trainer import SetupError
 from tests.examples import EXAMPLES_DIR
 from tests.examples import load_example
@@ -35,6 +37,13 @@ TINY = ["--preset", "tiny", "--num-layers", "1", "--d-model", "32", "--d-ff",
         "64", "--num-heads", "2", *DATA, "--no-jit-compile", "--verbose", "0",
         "--steps-per-checkpoint", "1"]  # fmt: skip
 MOCK_EXAMPLES = 48
+
+
+def listed_checkpoints(model_dir):
+    """`[(step, path)]` of DIR/checkpoints/ckpt-N.weights.h5, as the scripts list them."""
+    return list_step_checkpoints(
+        wmt_common.checkpoint_dir(model_dir), wmt_common.CHECKPOINT_PATTERN
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +110,7 @@ def test_training_writes_checkpoints_and_logs(run):
     assert result["start_step"] == 0 and result["step"] == 2
     assert all(math.isfinite(v) for v in result["history"]["loss"])
     assert len(result["history"]["val_loss"]) == 2  # newstest2013 loss
-    assert [wmt_common.checkpoint_step(p) for p in result["checkpoints"]] == [1, 2]
+    assert [checkpoint_step(p) for p in result["checkpoints"]] == [1, 2]
     logs = wmt_common.join(model_dir, "logs")
     assert tf.io.gfile.glob(wmt_common.join(logs, "train", "events.out.*"))
     config = wmt_common.load_config(model_dir)
@@ -112,7 +121,7 @@ def test_rerun_resumes_from_the_latest_checkpoint(run):
     resumed = run["resume"]
     assert resumed["start_step"] == 2 and resumed["step"] == 4
     assert len(resumed["history"]["loss"]) == 2  # steps 3 and 4 only
-    steps = [step for step, _ in wmt_common.list_checkpoints(run["model_dir"])]
+    steps = [step for step, _ in listed_checkpoints(run["model_dir"])]
     assert steps == [2, 3, 4]  # --keep-checkpoints 3 removed ckpt-1
     # Step 2's checkpoint holds the weights the first run ended with.
     model = wmt_common.inference_model(
@@ -235,7 +244,7 @@ def test_a_model_directory_on_another_file_system(run):
     # and what the library only reads or writes locally is copied.
     remote = f"ram://wmt-test-{uuid.uuid4().hex}/model"
     wmt_common.upload_tree(run["model_dir"], remote)
-    steps = [step for step, _ in wmt_common.list_checkpoints(remote)]
+    steps = [step for step, _ in listed_checkpoints(remote)]
     assert steps == [2, 3, 4]
     result = average.main(["--model-dir", remote, "--last", "2"])
     assert result["steps"] == [3, 4]
@@ -243,5 +252,5 @@ def test_a_model_directory_on_another_file_system(run):
     model, tokenizer, path = wmt_common.load_trained(remote, "averaged")
     assert path == result["weights"] and model.count_params() > 0
     wmt_common.save_weights(model, wmt_common.checkpoint_path(remote, 9))
-    assert wmt_common.list_checkpoints(remote)[-1][0] == 9
+    assert listed_checkpoints(remote)[-1][0] == 9
     assert not tf.io.gfile.glob(wmt_common.join(remote, "checkpoints", "*.partial"))

@@ -1,13 +1,16 @@
 import os
+import uuid
 
 import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_transformer.training import average_checkpoints
 from keras_transformer.training import checkpoint_step
 from keras_transformer.training import latest_checkpoints
+from keras_transformer.training.checkpoints import list_step_checkpoints
 
 
 def tiny_model():
@@ -154,6 +157,49 @@ def test_latest_checkpoints_by_step_number(tmp_path):
         latest_checkpoints(str(tmp_path), 0)
     with pytest.raises(ValueError, match="not found"):
         latest_checkpoints(str(tmp_path / "nowhere"), 2)
+
+
+def test_list_step_checkpoints_orders_by_step_and_skips_unnumbered(tmp_path):
+    for step in (10, 9, 1):
+        (tmp_path / f"epoch-{step}.weights.h5").write_bytes(b"")
+    (tmp_path / "best.weights.h5").write_bytes(b"")  # no step: skipped
+    (tmp_path / ".epoch-12.weights.h5").write_bytes(b"")  # hidden: skipped
+    (tmp_path / "epoch-13.keras").write_bytes(b"")  # other pattern
+    (tmp_path / "epoch-14.weights.h5").mkdir()  # a directory: skipped
+    listed = list_step_checkpoints(tmp_path)
+    assert [step for step, _ in listed] == [1, 9, 10]  # not name order
+    assert [os.path.basename(path) for _, path in listed] == [
+        "epoch-1.weights.h5",
+        "epoch-9.weights.h5",
+        "epoch-10.weights.h5",
+    ]
+    assert listed[0][1] == os.path.join(str(tmp_path), "epoch-1.weights.h5")
+    assert list_step_checkpoints(str(tmp_path), "*.keras") == [
+        (13, os.path.join(str(tmp_path), "epoch-13.keras"))
+    ]
+
+
+def test_list_step_checkpoints_of_a_missing_or_empty_directory(tmp_path):
+    assert list_step_checkpoints(tmp_path / "nowhere") == []
+    assert list_step_checkpoints(tmp_path) == []
+    (tmp_path / "notes.txt").write_text("")
+    assert list_step_checkpoints(tmp_path / "notes.txt") == []
+
+
+def test_list_step_checkpoints_on_a_gfile_file_system():
+    # `ram://` stands in for `gs://`: the listing goes through tf.io.gfile.
+    directory = f"ram://checkpoints-{uuid.uuid4().hex}/run"
+    assert list_step_checkpoints(directory) == []
+    tf.io.gfile.makedirs(directory)
+    assert list_step_checkpoints(directory) == []
+    for name in ("ckpt-10.weights.h5", "ckpt-9.weights.h5", "ckpt.weights.h5"):
+        with tf.io.gfile.GFile(f"{directory}/{name}", "wb") as f:
+            f.write(b"")
+    assert list_step_checkpoints(directory, "ckpt-*.weights.h5") == [
+        (9, f"{directory}/ckpt-9.weights.h5"),
+        (10, f"{directory}/ckpt-10.weights.h5"),
+    ]
+    assert latest_checkpoints(directory, 1) == [f"{directory}/ckpt-10.weights.h5"]
 
 
 def test_model_checkpoint_files_average(tmp_path):

@@ -144,11 +144,13 @@ def _fold_attention_mask(mask, cache_batch, repeats):
     )
 
 
-def unfold_shared_rows(query_batch, output, weights=None):
+def unfold_shared_rows(query_batch, query_length, output, weights=None):
     """Undoes `fold_shared_rows` on the attention's results.
 
     Args:
         query_batch: int or scalar int tensor `r C`, the unfolded batch size.
+        query_length: int or scalar int tensor `T`, the unfolded query
+            length (an int keeps the output's static shape).
         output: `(C, r T, dim)`.
         weights: optional attention weights `(C, num_heads, r T, S)`.
 
@@ -156,9 +158,8 @@ def unfold_shared_rows(query_batch, output, weights=None):
         `(output, weights)`: `(r C, T, dim)` and `(r C, num_heads, T, S)`
         (or `None`).
     """
-    cache_batch, folded_length = ops.shape(output)[0], ops.shape(output)[1]
+    cache_batch, length = ops.shape(output)[0], query_length
     repeats = query_batch // cache_batch
-    length = folded_length // repeats
     output = ops.reshape(output, (query_batch, length, output.shape[-1]))
     if weights is not None:
         heads, key_length = weights.shape[1], ops.shape(weights)[-1]

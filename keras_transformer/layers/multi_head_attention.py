@@ -404,7 +404,7 @@ class MultiHeadAttention(keras.layers.Layer):
         # Beams sharing a cross-attention cache row: (r C, T) -> (C, r T).
         shared = heads_major and not self.is_self_attention
         if shared:
-            query_batch = ops.shape(q)[0]
+            query_batch, unfolded_length = ops.shape(q)[0], ops.shape(q)[1]
             q, query_mask, value_mask, attention_mask = fold_shared_rows(
                 ops.shape(k)[0], q, query_mask, value_mask, attention_mask
             )
@@ -428,7 +428,10 @@ class MultiHeadAttention(keras.layers.Layer):
         output = self.output_dense(context)  # (B, T, output_dim)
         if shared:  # back to (r C, T, ...)
             output, weights = unfold_shared_rows(
-                query_batch, output, weights if return_attention_scores else None
+                query_batch,
+                unfolded_length,
+                output,
+                weights if return_attention_scores else None,
             )
 
         outputs = (output,)
@@ -612,7 +615,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 probs, self.relative_value_embeddings, relative_indices
             )
         # Concatenate heads: (B, T, H, dv) -> (B, T, H * dv).
-        batch_size, query_length = ops.shape(context)[0], ops.shape(context)[1]
+        batch_size, query_length = ops.shape(query)[0], ops.shape(query)[1]
         context = ops.reshape(
             context, (batch_size, query_length, self.num_heads * self._value_dim)
         )

@@ -137,7 +137,7 @@ def test_fold_of_a_per_head_mask_and_unfold_of_weights_are_inverse():
                 folded[:, :, r * T : (r + 1) * T][c], mask[c * R + r]
             )
     output = _random(C, R * T, 7, seed=10)
-    unfolded_output, unfolded = unfold_shared_rows(R * C, output, folded)
+    unfolded_output, unfolded = unfold_shared_rows(R * C, T, output, folded)
     np.testing.assert_array_equal(np.asarray(unfolded), mask)
     np.testing.assert_array_equal(
         np.asarray(unfolded_output), output.reshape(C * R, T, 7)
@@ -146,6 +146,29 @@ def test_fold_of_a_per_head_mask_and_unfold_of_weights_are_inverse():
 
 def test_unfold_without_weights_and_one_row_per_cache_row():
     output = _random(C, T, 7)
-    unfolded, weights = unfold_shared_rows(C, output)
+    unfolded, weights = unfold_shared_rows(C, T, output)
     assert weights is None
     np.testing.assert_array_equal(np.asarray(unfolded), output)
+
+
+def test_shared_cross_attention_rows_keep_the_static_query_length():
+    # An exported translator traces a beam step with unknown batch sizes; the
+    # next block's self-attention cache write needs the static query length.
+    from keras_transformer.layers import MultiHeadAttention
+
+    layer = MultiHeadAttention(num_heads=4, key_dim=4)
+    memory = np.zeros((1, 3, 16), "float32")
+    layer(np.zeros((1, 1, 16), "float32"), memory)  # built for cross-attention
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, 1, 16), "float32"),  # (r C, 1, d) queries
+            tf.TensorSpec((None, None, 16), "float32"),  # (C, S, d) memory
+        ]
+    )
+    def step(x, memory):
+        cache = layer.compute_key_value_cache(memory)
+        return layer(x, cache=cache, cache_index=0)[0]
+
+    output = step.get_concrete_function().structured_outputs
+    assert output.shape.as_list() == [None, 1, 16]

@@ -118,3 +118,30 @@ def test_rows_that_share_every_ancestor_get_the_same_scores():
     ).reshape(GROUPS, BEAMS, 2, T, LENGTH)
     for r in range(1, BEAMS):
         np.testing.assert_allclose(scores[:, r], scores[:, 0], atol=1e-6)
+
+
+def test_beam_cache_step_keeps_the_static_query_length():
+    # An exported translator traces the step with unknown batch and cache
+    # lengths; the next block's cache write needs the static query length.
+    from keras_transformer.layers import MultiHeadAttention
+
+    layer = MultiHeadAttention(num_heads=4, key_dim=4)
+    layer(np.zeros((1, 1, 16), "float32"))  # built for self-attention
+    beams = 2
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, 1, 16), "float32"),
+            tf.TensorSpec((None, beams, None), "int32"),
+            tf.TensorSpec((None, 4, None, 4), "float32"),
+        ]
+    )
+    def step(x, ancestry, buffer):
+        cache = {"key": buffer, "value": buffer}
+        output, _ = layer(
+            x, cache=cache, cache_index=0, cache_ancestry=ancestry, causal=True
+        )
+        return output
+
+    output = step.get_concrete_function().structured_outputs
+    assert output.shape.as_list() == [None, 1, 16]

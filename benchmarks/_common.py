@@ -111,16 +111,19 @@ def forward_flops(batch_size, source_len, target_len, config=CONFIG):
     Computed on the padded shapes (what every implementation multiplies;
     masked positions and causal upper triangles are computed, then masked).
     Embedding lookups, LayerNorm, softmax, biases and dropout are not counted.
+    `config` may set `num_decoder_layers` (default `num_layers`); the lengths
+    may be numpy arrays (one count per sentence pair).
     """
     d, f, n = config["d_model"], config["d_ff"], config["num_layers"]
+    m = config.get("num_decoder_layers") or n
     b, s, t = batch_size, source_len, target_len
     parts = {
         "encoder_linear": n * 2 * b * s * (4 * d * d + 2 * d * f),
         "encoder_attention": n * 4 * b * s * s * d,  # Q K^T and P V
         # Self-attention Q, K, V, O, cross-attention Q, O and the FFN on the
         # target; cross-attention K, V on the encoder output.
-        "decoder_linear": n * 2 * b * (t * (6 * d * d + 2 * d * f) + s * 2 * d * d),
-        "decoder_attention": n * 4 * b * t * (t + s) * d,
+        "decoder_linear": m * 2 * b * (t * (6 * d * d + 2 * d * f) + s * 2 * d * d),
+        "decoder_attention": m * 4 * b * t * (t + s) * d,
         "output_projection": 2 * b * t * d * config["vocabulary_size"],
     }
     parts["total"] = sum(parts.values())

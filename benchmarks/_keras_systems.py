@@ -36,6 +36,16 @@ def compile_for_training(model, jit_compile, config=CONFIG, loss="keras"):
     model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile)
 
 
+def build_for_training(task):
+    """The Keras model of a `_worker.py` task, compiled: keras-hub's if
+    `task["system"]` is `keras_hub`, else ours; `task["jit"]`, and the
+    optional `"dtype"` (policy, default float32) and `"loss"` (default keras)."""
+    keras.config.set_dtype_policy(task.get("dtype", "float32"))
+    model = build_keras_hub() if task["system"] == "keras_hub" else build_ours()
+    compile_for_training(model, task["jit"], loss=task.get("loss", "keras"))
+    return model
+
+
 def keras_inputs(batch):
     """numpy batch -> `(x, y)` TF tensors for `train_on_batch`."""
     source, target = tf.constant(batch["source"]), tf.constant(batch["target_in"])

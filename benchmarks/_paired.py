@@ -94,9 +94,8 @@ def paired_train(rounds):
     batch = training_batch()
     x, y = ks.keras_inputs(batch)
     functions = {}
-    for name, build in (("ours", ks.build_ours), ("keras_hub", ks.build_keras_hub)):
-        model = build()
-        ks.compile_for_training(model, True)
+    for name in ("ours", "keras_hub"):
+        model = ks.build_for_training({"system": name, "jit": True})
         for _ in range(3):  # compile, warm up
             model.train_on_batch(x, y)
         functions[name] = lambda model=model: model.train_on_batch(x, y)
@@ -116,7 +115,6 @@ def paired_e2e(rounds, batches=16):
     first (tracing). Each round's time is scaled to the median real target
     tokens of ours' rounds (each system's batches hold different tokens).
     """
-    import _keras_systems as ks
     import _pipelines
 
     pairs = corpus(batches)
@@ -128,8 +126,8 @@ def paired_e2e(rounds, batches=16):
     }
     functions, times, tokens = {}, {}, {}
     for name, (system, loss) in systems.items():
-        model, dataset, counter = _pipelines.keras_stream(system, pairs, {})
-        ks.compile_for_training(model, False, loss=loss)
+        task = {"system": system, "jit": False, "loss": loss}
+        model, dataset, counter = _pipelines.keras_stream(task, pairs)
         _pipelines.fit_epochs(model, dataset, 1, counter, batches)  # traces
         times[name], tokens[name] = [], []
 

@@ -38,7 +38,7 @@ def epoch_result(epoch_times, epoch_tokens, extra):
 # Keras systems: a tf.data stream, model.fit.
 
 
-def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG):
+def tf_padded_dataset(pairs, config=CONFIG):
     """The peers' endless `tf.data` stream: shuffle, repeat, pad to the batch max."""
     import numpy as np
     import tensorflow as tf
@@ -60,10 +60,12 @@ def tf_padded_dataset(pairs, batch_size, seed, config=CONFIG):
         (ragged([s for s, _ in pairs]), ragged([t for _, t in pairs]))
     )
     return (
-        dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        dataset.shuffle(len(pairs), seed=config["seed"], reshuffle_each_iteration=True)
         .repeat()
         .map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
-        .padded_batch(batch_size, padding_values=config["pad_id"], drop_remainder=True)
+        .padded_batch(
+            config["batch_size"], padding_values=config["pad_id"], drop_remainder=True
+        )
         .map(to_inputs)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -88,15 +90,7 @@ def id_tokenize(strings):
     )
 
 
-def ours_dataset(
-    pairs,
-    batch_size,
-    seed,
-    config=CONFIG,
-    batch_tokens=None,
-    static_shapes=False,
-    bucket_boundaries=None,
-):
+def ours_dataset(pairs, batch_tokens=None, static_shapes=False, bucket_boundaries=None):
     """`keras_transformer.data.make_dataset` over the same corpus, endless.
 
     The pairs go in as strings of word ids without EOS; `make_dataset` adds
@@ -118,12 +112,12 @@ def ours_dataset(
         [(ids_to_text(s), ids_to_text(t)) for s, t in pairs],
         id_tokenize,
         id_tokenize,
-        batch_size=None if batch_tokens else batch_size,
+        batch_size=None if batch_tokens else CONFIG["batch_size"],
         batch_tokens=batch_tokens,
-        max_source_length=config["max_length"],
-        max_target_length=config["max_length"],
+        max_source_length=CONFIG["max_length"],
+        max_target_length=CONFIG["max_length"],
         shuffle=True,
-        seed=seed,
+        seed=CONFIG["seed"],
         repeat=True,
         drop_remainder=True,
         bucket_by="longest" if static_shapes else "pair",
@@ -150,63 +144,74 @@ def counting(dataset, pad_id=CONFIG["pad_id"]):
     return dataset.map(count), counter
 
 
-def fit_epochs(model, dataset, epochs, counter, steps):
-    """`model.fit`s `epochs` epochs of `steps` batches of an endless dataset.
+def epoch_timer(counter=None):
+    """A Keras callback whose `epochs` lists, per epoch, `{"steps", "seconds"}`
+    of its training batches (from the epoch's start to its validation, or to
+    its end) and, given a `tf.Variable` `counter`, `"tokens"`: its growth.
 
-    Returns `(seconds, real target tokens)` per epoch, each epoch timed from
-    its first step to its last by a callback (not `fit`'s return: TF 2.21
-    can block 5-10 s deleting a `tf.data` iterator while its autotuning
-    thread winds down).
+    Also `variants.py`'s epoch timer.
     """
     import keras
+
+    read = (lambda: int(counter.numpy())) if counter is not None else None
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.times, self.tokens = [], []
+            self.epochs = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.counted = int(counter.numpy())
-            self.start = time.perf_counter()
+            self.counted = read() if read else None
+            self.start, self.steps, self.end = time.perf_counter(), 0, None
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+
+        def on_test_begin(self, logs=None):
+            self.end = self.end or time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self.start)
-            self.tokens.append(int(counter.numpy()) - self.counted)
+            end = self.end or time.perf_counter()
+            self.epochs.append({"steps": self.steps, "seconds": end - self.start})
+            if read:
+                self.epochs[-1]["tokens"] = read() - self.counted
 
-    timer = EpochTimer()
+    return EpochTimer()
+
+
+def fit_epochs(model, dataset, epochs, counter, steps):
+    """`model.fit`s `epochs` epochs of `steps` batches of an endless dataset.
+
+    Returns `(seconds, real target tokens)` per epoch, each epoch timed from
+    its first step to its last by `epoch_timer` (not `fit`'s return: TF 2.21
+    can block 5-10 s deleting a `tf.data` iterator while its autotuning
+    thread winds down).
+    """
+    timer = epoch_timer(counter)
     model.fit(
         dataset, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[timer]
     )
-    return timer.times, timer.tokens
+    return [e["seconds"] for e in timer.epochs], [e["tokens"] for e in timer.epochs]
 
 
-def keras_stream(system, pairs, task):
-    """The model and counted stream of a Keras e2e `system`: `ours_data`
-    (our buckets; `task` may set `batch_tokens`, `static_shapes`,
-    `bucket_boundaries`), `ours_padded` (our model behind the peers'
-    padded stream) or `keras_hub`."""
+def keras_stream(task, pairs):
+    """The compiled model (`_keras_systems.build_for_training`) and counted
+    stream of a Keras e2e `task["system"]`: `ours_data` (our buckets; `task`
+    may set `batch_tokens`, `static_shapes`, `bucket_boundaries`),
+    `ours_padded` (our model behind the peers' padded stream) or `keras_hub`."""
     import _keras_systems as ks
 
-    batch_size, seed = CONFIG["batch_size"], CONFIG["seed"]
-    if system == "ours_data":
+    if task["system"] == "ours_data":
         options = ("batch_tokens", "static_shapes", "bucket_boundaries")
-        dataset = ours_dataset(
-            pairs, batch_size, seed, **{k: task[k] for k in options if k in task}
-        )
+        dataset = ours_dataset(pairs, **{k: task[k] for k in options if k in task})
     else:
-        dataset = tf_padded_dataset(pairs, batch_size, seed)
-    model = ks.build_keras_hub() if system == "keras_hub" else ks.build_ours()
-    return model, *counting(dataset)
+        dataset = tf_padded_dataset(pairs)
+    return ks.build_for_training(task), *counting(dataset)
 
 
 def run_keras(task, pairs):
     """Trains a Keras system `task["epochs"]` epochs of `task["batches"]` steps."""
-    import _keras_systems as ks
-    import keras
-
-    keras.config.set_dtype_policy(task.get("dtype", "float32"))
-    model, dataset, counter = keras_stream(task["system"], pairs, task)
-    ks.compile_for_training(model, task["jit"], loss=task.get("loss", "keras"))
+    model, dataset, counter = keras_stream(task, pairs)
     times, tokens = fit_epochs(model, dataset, task["epochs"], counter, task["batches"])
     return epoch_result(times, tokens, {"jit": task["jit"], "pairs": len(pairs)})
 
@@ -216,7 +221,7 @@ def run_torch(task, pairs):
     import _torch_system as ts
     import torch
 
-    ts.setup(threads=task.get("threads", 2))
+    ts.setup()
     loader = torch.utils.data.DataLoader(
         pairs,
         batch_size=CONFIG["batch_size"],
@@ -226,9 +231,7 @@ def run_torch(task, pairs):
         num_workers=0,
         generator=torch.Generator().manual_seed(CONFIG["seed"]),
     )
-    model = ts.TorchTransformer()
-    model.train()
-    step = ts.make_train_step(model)
+    step = ts.make_train_step(ts.TorchTransformer())  # in training mode
     times, tokens = [], []
     for _ in range(task["epochs"]):
         start = time.perf_counter()

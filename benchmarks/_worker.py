@@ -60,20 +60,15 @@ def train_step(task, batch):
     if task["system"] == "torch":
         import _torch_system as ts
 
-        ts.setup(threads=task.get("threads", 2))
-        model = ts.TorchTransformer()
-        model.train()
+        ts.setup()
+        model = ts.TorchTransformer()  # in training mode
         step = ts.make_train_step(model)
         tensors = ts.torch_batch(batch)
         return lambda: step(*tensors), sum(p.numel() for p in model.parameters())
 
     import _keras_systems as ks
-    import keras
 
-    keras.config.set_dtype_policy(task.get("dtype", "float32"))
-    builders = {"ours": ks.build_ours, "keras_hub": ks.build_keras_hub}
-    model = builders[task["system"]]()
-    ks.compile_for_training(model, task["jit"], loss=task.get("loss", "keras"))
+    model = ks.build_for_training(task)
     x, y = ks.keras_inputs(batch)
     return lambda: float(model.train_on_batch(x, y)), int(model.count_params())
 
@@ -114,7 +109,7 @@ def decode_call(task, source):
         import _torch_system as ts
         import torch
 
-        ts.setup(threads=task.get("threads", 2))
+        ts.setup()
         model = ts.TorchTransformer().eval()
         src = torch.from_numpy(source).long()
         return lambda: ts.greedy_recompute(model, src, DECODE["new_tokens"]).numpy()

@@ -61,6 +61,9 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from _common import forward_flops
+from _common import time_calls
+from _pipelines import id_tokenize
 
 import keras_transformer
 from keras_transformer import data
@@ -130,23 +133,13 @@ def setup_device(tpu, policy):
 
 
 def forward_macs(model, s, t):
-    """Forward multiply-adds for source lengths `s`, target lengths `t`."""
+    """Forward multiply-adds for source lengths `s`, target lengths `t`:
+    `_common.forward_flops` / 2 with the model's sizes."""
+    names = ("d_model", "d_ff", "num_layers", "num_decoder_layers")
+    config = {name: getattr(model, name) for name in names}
+    config["vocabulary_size"] = model.output_vocabulary_size
     s, t = np.asarray(s, np.float64), np.asarray(t, np.float64)
-    d, f, v = model.d_model, model.d_ff, model.output_vocabulary_size
-    n, m = model.num_layers, model.num_decoder_layers or model.num_layers
-    encoder = n * (s * (4 * d * d + 2 * d * f) + 2 * s * s * d)
-    decoder = m * (t * (6 * d * d + 2 * d * f) + 2 * s * d * d + 2 * t * (t + s) * d)
-    return encoder + decoder + t * d * v
-
-
-def best_time(fn, repeats):
-    """The least wall time of `repeats` calls of `fn` (which must block)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return forward_flops(1, s, t, config)["total"] / 2
 
 
 def matmul_peak(strategy, dtype, n, links, repeats=5):
@@ -170,7 +163,9 @@ def matmul_peak(strategy, dtype, n, links, repeats=5):
     timed = {}
     for count in (links, 2 * links):
         run(tf.constant(count)).numpy()  # compile
-        timed[count] = best_time(lambda c=count: run(tf.constant(c)).numpy(), repeats)
+        timed[count] = min(
+            time_calls(lambda c=count: run(tf.constant(c)).numpy(), repeats)
+        )
     flops = strategy.num_replicas_in_sync * 2.0 * n**3 * links
     short, long = timed[links], timed[2 * links]
     # The difference drops fixed costs; if noise makes it implausible, the
@@ -191,15 +186,10 @@ def synthetic_pairs(sizes, seed):
             for i in range(count)]  # fmt: skip
 
 
-def split_ids(strings):
-    """The `make_dataset` tokenizer of `synthetic_pairs`: ids from strings."""
-    return tf.strings.to_number(tf.strings.split(strings), out_type=tf.int32)
-
-
 def make_batches(sizes, replicas, seed):
     """Data facts, and `"batches"`: warm-up then timed, from `make_dataset`."""
     dataset = data.make_dataset(
-        synthetic_pairs(sizes, seed), split_ids, split_ids,
+        synthetic_pairs(sizes, seed), id_tokenize, id_tokenize,
         batch_tokens=sizes["batch_tokens"], max_source_length=sizes["max_length"],
         max_target_length=sizes["max_length"], bucket_by="longest",
         shuffle=False, repeat=True,
@@ -290,7 +280,7 @@ def decode(model, sizes, seed):
                 s, max_length=length + sizes["extra"], beam_size=b, jit_compile=True
             ).numpy()
             ids = call()  # compile
-            seconds = best_time(call, sizes["repeats"])
+            seconds = min(time_calls(call, sizes["repeats"]))
             results[f"{'greedy' if beam == 1 else 'beam4'}_batch{batch}"] = {
                 "seconds": seconds, "sentences_per_s": batch / seconds,
                 "output_length": int(ids.shape[-1]), "source_length": length,
@@ -325,7 +315,9 @@ def export_throughput(preset, sizes, seed):
         for signature in ("translate_greedy", "serving_default"):
             call = lambda f=loaded.signatures[signature]: f(sentences=batch)["scores"]
             call().numpy()
-            seconds = best_time(lambda c=call: c().numpy(), min(3, sizes["repeats"]))
+            seconds = min(
+                time_calls(lambda c=call: c().numpy(), min(3, sizes["repeats"]))
+            )
             results[signature] = {"seconds": seconds,
                                   "sentences_per_s": len(tokens) / seconds}  # fmt: skip
     return results

@@ -359,6 +359,13 @@ def print_values(title, values):
             print(f"  {name:62s} {value:6.2f}")
 
 
+EXTRAS = {
+    "train_variants": "Training, each of our rows / keras-hub's in the same mode:",
+    "e2e_variants": "End to end, each of our rows / keras-hub (no target but the first):",
+    "bounds": "At the matmul floor (a step = its weight matmuls only), and in bf16:",
+}
+
+
 def report(results):
     """Prints the configuration, the three tables and every ratio."""
     peak, machine = results["peak"] or {}, results["machine"]
@@ -384,20 +391,10 @@ def report(results):
                 f"  {name:34s} {entry['value']:6.2f}  target {entry['target']:7s} "
                 f"{verdict}"
             )
-    print_values(
-        "Training, each of our rows / keras-hub's in the same mode:",
-        results["train_variants"],
-    )
-    print_values(
-        "End to end, each of our rows / keras-hub (no target but the first):",
-        results["e2e_variants"],
-    )
-    print_values(
-        "At the matmul floor (a step = its weight matmuls only), and in bf16:",
-        results["bounds"],
-    )
+    for key, title in EXTRAS.items():
+        print_values(title, results[key])
     for kind, paired in results["paired"].items():
-        if paired.get("status") == "ok":
+        if paired.get("status") == "ok" and "rounds" in paired:  # not: older runs
             print_values(
                 f"Paired in one process ({kind}, {paired['rounds']} rounds), "
                 "time a / time b, median of the per-round ratios:",

@@ -63,30 +63,13 @@ def install_epoch_timer():
 
     `train_translator` builds its own callback list, so the timer goes in
     by wrapping Keras's `fit` (nothing of the library is patched). Returns
-    the timer; its `epochs` lists `{"steps", "seconds"}` of the training
-    batches of each epoch (validation excluded).
+    the timer (`_pipelines.epoch_timer`); its `epochs` lists `{"steps",
+    "seconds"}` of the training batches of each epoch (validation excluded).
     """
     import keras
+    from _pipelines import epoch_timer
 
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epochs = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start, self.steps, self.end = time.perf_counter(), 0, None
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
-
-        def on_test_begin(self, logs=None):
-            self.end = self.end or time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds = (self.end or time.perf_counter()) - self.start
-            self.epochs.append({"steps": self.steps, "seconds": round(seconds, 3)})
-
-    timer, fit = EpochTimer(), keras.Model.fit
+    timer, fit = epoch_timer(), keras.Model.fit
 
     def timed_fit(self, *args, callbacks=None, **kwargs):
         return fit(self, *args, callbacks=[timer, *(callbacks or [])], **kwargs)
@@ -112,8 +95,9 @@ def train_variant(name, output, epochs):
     load_before, started = load_average(), time.time()
     metrics = train_translator(config)
     wall = time.time() - started
-    later = timer.epochs[1:] or timer.epochs
-    steps_per_s = sum(e["steps"] for e in later) / sum(e["seconds"] for e in later)
+    epochs = [{**e, "seconds": round(e["seconds"], 3)} for e in timer.epochs]
+    rate = lambda some: sum(e["steps"] for e in some) / sum(e["seconds"] for e in some)
+    steps_per_s = rate(epochs[1:] or epochs)
     # Mean real target tokens (EOS included) per training batch.
     from keras_transformer import model_directory
 
@@ -127,11 +111,10 @@ def train_variant(name, output, epochs):
         "model_overrides": config.model_overrides,
         "epochs": epochs,
         "steps_per_s": steps_per_s,
-        "steps_per_s_all": sum(e["steps"] for e in timer.epochs)
-        / sum(e["seconds"] for e in timer.epochs),
+        "steps_per_s_all": rate(epochs),
         "target_tokens_per_batch": tokens_per_batch,
         "target_tokens_per_s": steps_per_s * tokens_per_batch,
-        "epoch_times": timer.epochs,
+        "epoch_times": epochs,
         "train_wall_seconds": round(wall, 1),
         "metrics": metrics,
         "parameters": metrics["parameters"],
@@ -157,7 +140,7 @@ def score_variant(name, output):
         model, source_tok, target_tok, test_pairs, beam_size=4, bleu_tokenize="char"
     )
     beam_seconds = time.time() - started
-    sources, references = map(list, zip(*demo_pairs(config, "test")))
+    sources, references = map(list, zip(*test_pairs))
     greedy = Translator(model, source_tok, target_tok, beam_size=1)
     translate_all(greedy, sources[:64])  # warm-up
     started = time.perf_counter()

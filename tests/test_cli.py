@@ -80,6 +80,21 @@ def test_train_evaluate_export_translate(tmp_path, capsys):
         assert (model_dir / name).exists()
     assert list((model_dir / "checkpoints").glob("*.weights.h5"))
     assert list((model_dir / "logs").iterdir())
+    # What the README promises: after `import keras_transformer` alone, a
+    # fresh process loads the CLI's model.keras, compiled, in safe mode.
+    load = (
+        "import keras, keras_transformer, sys; "
+        "model = keras.saving.load_model(sys.argv[1]); "
+        "print(type(model.loss).__name__, model.optimizer.iterations.numpy())"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", load, str(model_dir / "model.keras")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["LabelSmoothedCrossEntropy", "6"]
 
     capsys.readouterr()
     assert cli.main(["evaluate", "--model", str(model_dir), "--test",

@@ -7,7 +7,8 @@
 - `make_dataset`: tokenized in the graph, length-filtered, length-bucketed
   batches padded to a few static shapes (`bucket_shapes`), with teacher
   forcing (`target_in = BOS + y`, `target_out = y + EOS`);
-  `padding_fraction` measures them.
+  `padding_fraction` measures them; `count_batches` counts an epoch's
+  full batches and the pairs it leaves out, without building the dataset.
 - `DataError`: every bad-input error, one line, with file and line number.
 
 Example:
@@ -32,6 +33,7 @@ from keras_transformer.data.pipeline import DEFAULT_BOUNDARIES
 from keras_transformer.data.pipeline import FINE_BOUNDARIES
 from keras_transformer.data.pipeline import bucket_lengths
 from keras_transformer.data.pipeline import bucket_shapes
+from keras_transformer.data.pipeline import count_batches
 from keras_transformer.data.pipeline import make_dataset
 from keras_transformer.data.pipeline import padding_fraction
 from keras_transformer.data.readers import ParallelFilesCorpus

@@ -237,8 +237,9 @@ def make_dataset(
     --batch-tokens N`. With a fixed `batch_size` the finer buckets do not
     pay off, because the short buckets' batches get smaller. Under XLA each
     extra shape costs one more compilation. More buckets also leave more
-    pairs in each pass's dropped partial batches (`drop_remainder=True`);
-    with `repeat=True` none are lost. Measurements: `benchmarks/README.md`.
+    pairs in each pass's dropped partial batches (`drop_remainder=True`;
+    `count_batches` counts them); with `repeat=True` none are lost.
+    Measurements: `benchmarks/README.md`.
 
     Batch size: with `batch_size`, a fixed number of sentences per batch;
     with `batch_tokens`, a bucket's batch holds
@@ -309,6 +310,98 @@ def make_dataset(
     # Rows of fixed width (the max lengths): unbatching them is cheap.
     dataset = _batch_by_bucket(dataset.unbatch(), plan, drop_remainder, pad_to_bucket)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def count_batches(
+    pairs,
+    source_tokenize,
+    target_tokenize,
+    batch_size=None,
+    batch_tokens=None,
+    max_source_length=128,
+    max_target_length=128,
+    bucket_boundaries=None,
+    bucket_by="pair",
+    tokenize_batch=512,
+    until_kept=False,
+):
+    """What one pass of `make_dataset(..., drop_remainder=True)` yields.
+
+    Tokenizes `pairs` once (no shuffle, no model) and counts the pairs of
+    each length bucket: a bucket of `n` pairs and batch size `B` gives
+    `n // B` full batches and leaves `n % B` pairs in its last, partial
+    batch, whatever the shuffle order. The same arguments as `make_dataset`
+    give the same buckets.
+
+    Args:
+        pairs, source_tokenize, target_tokenize, batch_size, batch_tokens,
+        max_source_length, max_target_length, bucket_boundaries, bucket_by,
+        tokenize_batch: as in `make_dataset`.
+        until_kept: bool, stop reading at the first chunk of
+            `tokenize_batch` pairs that keeps a pair (enough to know that an
+            endless `repeat=True` stream yields batches); the counts then
+            cover only the pairs read.
+
+    Returns:
+        A dict: `pairs` (read), `too_long` (beyond the length limits),
+        `batches` (full batches), `partial` (pairs left in the buckets'
+        partial batches) and `buckets`, a list of `(pairs, batch size,
+        source length, target length)` for each bucket holding a pair.
+
+    Raises:
+        DataError: when `pairs` is known to hold no pair.
+
+    Example:
+
+    >>> counts = count_batches(corpus, tokenizer.tokenize, tokenizer.tokenize,
+    ...                        batch_size=64, max_source_length=64,
+    ...                        max_target_length=64)
+    >>> counts["batches"], counts["partial"], counts["too_long"]
+    """
+    plan = _BucketPlan(
+        batch_size,
+        batch_tokens,
+        max_source_length,
+        max_target_length,
+        bucket_boundaries,
+        bucket_by,
+    )
+    _check_ints_at_least_one(tokenize_batch=tokenize_batch)
+
+    def keys(sources, targets):
+        # The lengths of `_teacher_forcing_ids`: one special token added.
+        source_length = _ids(source_tokenize(sources)).row_lengths() + 1
+        target_length = _ids(target_tokenize(targets)).row_lengths() + 1
+        keep = tf.logical_and(
+            source_length <= max_source_length, target_length <= max_target_length
+        )
+        return tf.size(keep), plan.keys(
+            tf.boolean_mask(source_length, keep), tf.boolean_mask(target_length, keep)
+        )
+
+    dataset = _pair_strings(
+        pairs, shuffle=False, shuffle_buffer=1, seed=None, repeat=False
+    ).batch(tokenize_batch)
+    dataset = dataset.map(keys, num_parallel_calls=tf.data.AUTOTUNE)
+    counts = np.zeros(len(plan.sizes), np.int64)
+    read = 0
+    for size, chunk_keys in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        read += int(size)
+        counts += np.bincount(chunk_keys, minlength=len(counts))
+        if until_kept and counts.any():
+            break
+    sizes = np.asarray(plan.sizes, np.int64)
+    return {
+        "pairs": read,
+        "too_long": read - int(counts.sum()),
+        "batches": int(np.sum(counts // sizes)),
+        "partial": int(np.sum(counts % sizes)),
+        "buckets": [
+            (int(n), int(b), int(s), int(t))
+            for n, b, (s, t) in zip(counts, sizes, plan.pairs)
+            if n
+        ],
+    }
 
 
 def _check_ints_at_least_one(**values):

@@ -11,11 +11,13 @@ import itertools
 import math
 import os
 import time
+import warnings
 
 import keras
 
 from keras_transformer import data
 from keras_transformer import model_directory as layout
+from keras_transformer.data.pipeline import count_batches
 from keras_transformer.models.transformer import Transformer
 from keras_transformer.text import build_vocabularies
 from keras_transformer.text import load_vocabularies
@@ -45,7 +47,8 @@ TRAIN_STATE_DIR = "train_state"  # multi-worker checkpoints (tf.train)
 
 
 class SetupError(ValueError):
-    """The run cannot start: no such device/strategy, or unusable checkpoints."""
+    """The run cannot start: no such device/strategy, unusable checkpoints, or
+    training data that yields no batch."""
 
 
 # The length-bucket ladders of `TrainConfig.bucket_boundaries`.
@@ -80,9 +83,14 @@ def _pairs(spec, split):
 
 
 def _vocabularies(config, train_pairs):
+    """The run's `(source, target)` tokenizers, and whether they are new.
+
+    Loaded from `DIR/vocabulary/` when there, else trained on the first
+    `config.vocabulary_sentences` pairs; new ones are not saved yet.
+    """
     directory = layout.path(config.output, layout.VOCABULARY_DIR)
     if os.path.exists(os.path.join(directory, "vocabularies.json")):
-        return load_vocabularies(directory)
+        return load_vocabularies(directory), False
     # A ParallelCorpus yields `str` pairs.
     sample = list(itertools.islice(iter(train_pairs), config.vocabulary_sentences))
     source, target = build_vocabularies(
@@ -92,8 +100,7 @@ def _vocabularies(config, train_pairs):
         shared=config.shared_vocabulary,
         seed=config.seed,
     )
-    save_vocabularies(directory, source, target)
-    return source, target
+    return (source, target), True
 
 
 def resolve_jit_compile(config, strategy):
@@ -173,6 +180,11 @@ def train_translator(config):
 
     Returns:
         The dict written to `metrics.json`.
+
+    Raises:
+        SetupError: when the run cannot start. Training data that gives
+            no batch (no pair within `max_length`, or no full batch in an
+            epoch) is refused before the run writes a file.
     """
     import tensorflow as tf
 
@@ -197,14 +209,20 @@ def _train(config, strategy):
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
-    os.makedirs(config.output, exist_ok=True)
     started = time.time()
     # Before anything is reused (vocabulary, checkpoints) or overwritten.
     _check_resumable(config)
     train_pairs = _pairs(config.train, "train")
     valid_spec = _validation_spec(config)
     valid_pairs = _pairs(valid_spec, "valid") if valid_spec else None
-    tokenizers = _vocabularies(config, train_pairs)
+    tokenizers, new_vocabularies = _vocabularies(config, train_pairs)
+    # Before the run writes anything: it may have no batch to train on.
+    _check_training_batches(config, train_pairs, *tokenizers)
+    os.makedirs(config.output, exist_ok=True)
+    if new_vocabularies:
+        save_vocabularies(
+            layout.path(config.output, layout.VOCABULARY_DIR), *tokenizers
+        )
     layout.write_json(
         layout.path(config.output, layout.CONFIG_FILE), dataclasses.asdict(config)
     )
@@ -542,15 +560,116 @@ def _dataset(
         pairs,
         source_tokenizer.tokenize,
         target_tokenizer.tokenize,
-        batch_size=None if config.batch_tokens else batch_size or config.batch_size,
-        batch_tokens=config.batch_tokens // replicas if config.batch_tokens else None,
-        max_source_length=config.max_length,
-        max_target_length=config.max_length,
-        bucket_boundaries=BUCKET_BOUNDARIES[config.bucket_boundaries],
         shuffle=training,
         seed=seed,
         repeat=training and repeat,
         drop_remainder=training,
+        **_batching(config, batch_size, replicas),
+    )
+
+
+def _batching(config, batch_size=None, replicas=1):
+    """The batch and bucket arguments of `data.make_dataset` for `config`."""
+    return {
+        "batch_size": None if config.batch_tokens else batch_size or config.batch_size,
+        "batch_tokens": config.batch_tokens // replicas
+        if config.batch_tokens
+        else None,
+        "max_source_length": config.max_length,
+        "max_target_length": config.max_length,
+        "bucket_boundaries": BUCKET_BOUNDARIES[config.bucket_boundaries],
+    }
+
+
+def _check_training_batches(config, train_pairs, source_tokenizer, target_tokenizer):
+    """Refuses a run that has no batch to train on; warns of pairs left out.
+
+    Tokenizes the training pairs once (`data.pipeline.count_batches`; no
+    shuffle, no random numbers, so the run trains as it would without).
+    Each epoch of the training pipeline skips the pairs longer than
+    `max_length` and, for static batch shapes, each length bucket's last,
+    partial batch. With `steps_per_epoch`, the batches come from an endless
+    stream where partial batches fill up in the next pass: there, only a
+    pair within `max_length` is needed, and the pass stops at the first.
+
+    Returns:
+        The counts of `count_batches`.
+
+    Raises:
+        SetupError: when no pair fits `max_length`, or when (without
+            `steps_per_epoch`) an epoch has no full batch.
+    """
+    repeat = config.steps_per_epoch is not None
+    counts = count_batches(
+        train_pairs,
+        source_tokenizer.tokenize,
+        target_tokenizer.tokenize,
+        until_kept=repeat,
+        **_batching(config),
+    )
+    if counts["too_long"] == counts["pairs"]:
+        raise SetupError(
+            f"no training pair fits --max-length {config.max_length}: all "
+            f"{counts['pairs']} pairs of {config.train!r} are longer (in "
+            "tokens, EOS or BOS included); raise --max-length"
+        )
+    if repeat:
+        return counts
+    if not counts["batches"]:
+        raise SetupError(_no_batch_message(config, counts))
+    if counts["partial"] or counts["too_long"]:
+        warnings.warn(_left_out_message(config, counts), UserWarning, stacklevel=2)
+    return counts
+
+
+def _no_batch_message(config, counts):
+    """Why an epoch of `count_batches` `counts` has no full batch, and the fix."""
+    kept = counts["pairs"] - counts["too_long"]
+    fullest, batch = max(counts["buckets"])[:2]
+    if config.batch_tokens:
+        setting = f"--batch-tokens {config.batch_tokens}"
+        # Gives the bucket of `n` pairs of padded length `L` one full batch.
+        tokens = max(n * max(s, t) for n, _, s, t in counts["buckets"])
+        fix = (
+            f"lower --batch-tokens to {tokens} or less"
+            if tokens >= config.max_length
+            else f"use --batch-size {fullest} or less instead of --batch-tokens"
+        )
+    else:
+        setting = f"--batch-size {config.batch_size}"
+        fix = f"lower --batch-size to {fullest} or less"
+    return (
+        f"no full training batch in an epoch: {kept} of {counts['pairs']} "
+        f"pairs of {config.train!r} fit --max-length {config.max_length}, and "
+        f"the fullest length bucket holds {fullest} where its batch needs "
+        f"{batch} ({setting}); {fix}, or set --steps-per-epoch (an endless "
+        "stream, where buckets fill up across passes)"
+    )
+
+
+def _left_out_message(config, counts):
+    """One line: the pairs each epoch leaves out, why, and how to keep them."""
+    reasons, fixes = [], []
+    batch_flag = "--batch-tokens" if config.batch_tokens else "--batch-size"
+    if counts["partial"]:
+        reasons.append(
+            f"{counts['partial']} in the length buckets' last, partial batches "
+            "(static batch shapes; other pairs each epoch)"
+        )
+        fixes.append(
+            "set --steps-per-epoch (an endless stream loses no pair at epoch "
+            f"ends) or lower {batch_flag}"
+        )
+    if counts["too_long"]:
+        reasons.append(
+            f"{counts['too_long']} longer than --max-length {config.max_length}"
+        )
+        fixes.append("raise --max-length")
+    left_out = counts["partial"] + counts["too_long"]
+    return (
+        f"{left_out} of {counts['pairs']} training pairs are left out of each "
+        f"epoch: {', '.join(reasons)}. To train on every pair, "
+        f"{'; '.join(fixes)}."
     )
 
 

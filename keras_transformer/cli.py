@@ -12,11 +12,16 @@ Commands:
   translator or a trained-model directory.
 - `explain`, `plot-positions`: attention and positional-encoding pictures.
 
-Errors in the user's input (bad data files, missing paths, unknown specs)
-are reported as one line on stderr with exit status 2, never a traceback.
+Errors in the user's input (bad data files, missing paths, unknown specs,
+out-of-range or malformed arguments, a missing optional dependency) are
+reported as one line on stderr, `keras-transformer CMD: error: ...`, with
+exit status 2, never a traceback. Every argument is checked before any
+model, data or file is touched: by its argparse `type` (the commands other
+than `train`) or by `TrainConfig` (`train`).
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -28,14 +33,72 @@ class UserError(Exception):
     """An error in the command's input, reported as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose errors are one line, like `UserError`'s.
+
+    It prints `PROG: error: MESSAGE` (argparse's wording, without the usage
+    lines) and exits with status 2. Sub-command parsers are of this class.
+    """
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        self.exit(2)
+
+
+def _checked_type(convert, valid, rule):
+    """An argparse `type`: `convert(text)`, refused unless `valid(value)`."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {convert.__name__} value: {text!r}"
+            ) from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{rule}. Received: {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _checked_type(int, lambda n: n > 0, "must be a positive integer")
+_positive_minutes = _checked_type(
+    float,
+    lambda x: math.isfinite(x) and x > 0,
+    "must be a positive number of minutes",
+)
+_length_penalty = _checked_type(
+    float,
+    lambda x: math.isfinite(x) and x >= 0,
+    "must be a non-negative number (GNMT alpha; 0: no length normalization)",
+)
+_input_tokens = _checked_type(
+    int, lambda n: n >= 2, "must be at least 2 (a token and EOS)"
+)
+
+
+def _figure_path(text):
+    """An argparse `type`: a path ending in one of the figure formats."""
+    from keras_transformer.viz.plots import FIGURE_FORMATS
+
+    if os.path.splitext(text)[1].lower() not in FIGURE_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"must be a {' or '.join(FIGURE_FORMATS)} file. Received: {text}"
+        )
+    return text
+
+
 def _add_translate_options(parser):
-    parser.add_argument("--beam-size", type=int, default=4, help="1 = greedy.")
-    parser.add_argument("--length-penalty", type=float, default=0.6)
+    parser.add_argument(
+        "--beam-size", type=_positive_int, default=4, help="1 = greedy."
+    )
+    parser.add_argument("--length-penalty", type=_length_penalty, default=0.6)
 
 
 def build_parser():
     """The `keras-transformer` argument parser, one sub-command per job."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-transformer",
         description="Train, evaluate, export and serve Transformer translators.",
     )
@@ -56,7 +119,10 @@ def _add_demo_command(commands):
     )
     demo.add_argument("--output", default="runs/demo", help="Output directory.")
     demo.add_argument(
-        "--max-minutes", type=float, default=7.0, help="Training time budget."
+        "--max-minutes",
+        type=_positive_minutes,
+        default=7.0,
+        help="Training time budget.",
     )
 
 
@@ -80,8 +146,8 @@ def _add_export_command(commands):
     export = commands.add_parser("export", help="Write the SavedModel translator.")
     export.add_argument("--model", required=True, metavar="DIR")
     export.add_argument("--output", required=True, metavar="EXPORT_DIR")
-    export.add_argument("--version", type=int, default=1)
-    export.add_argument("--max-input-tokens", type=int, default=256)
+    export.add_argument("--version", type=_positive_int, default=1)
+    export.add_argument("--max-input-tokens", type=_input_tokens, default=256)
     _add_translate_options(export)
 
 
@@ -93,7 +159,7 @@ def _add_translate_command(commands):
         metavar="DIR",
         help="An export directory (EXPORT_DIR or EXPORT_DIR/N) or a model DIR.",
     )
-    translate.add_argument("--batch-size", type=int, default=32)
+    translate.add_argument("--batch-size", type=_positive_int, default=32)
     translate.add_argument("sentences", nargs="*", help="Default: lines of stdin.")
     _add_translate_options(translate)
 
@@ -102,7 +168,9 @@ def _add_explain_command(commands):
     explain = commands.add_parser("explain", help="Plot attention weights.")
     explain.add_argument("--model", required=True, metavar="DIR")
     explain.add_argument("sentence")
-    explain.add_argument("--output", required=True, help="A .png or .svg file.")
+    explain.add_argument(
+        "--output", required=True, type=_figure_path, help="A .png or .svg file."
+    )
     explain.add_argument("--layer", type=int, default=-1)
     explain.add_argument("--head", type=int)
     explain.add_argument(
@@ -114,9 +182,11 @@ def _add_plot_positions_command(commands):
     positions = commands.add_parser(
         "plot-positions", help="Plot the sinusoidal positional encoding."
     )
-    positions.add_argument("--length", type=int, default=100)
-    positions.add_argument("--d-model", type=int, default=512)
-    positions.add_argument("--output", required=True, help="A .png or .svg file.")
+    positions.add_argument("--length", type=_positive_int, default=100)
+    positions.add_argument("--d-model", type=_positive_int, default=512)
+    positions.add_argument(
+        "--output", required=True, type=_figure_path, help="A .png or .svg file."
+    )
 
 
 def _find_saved_model(directory):
@@ -143,6 +213,7 @@ def run_export(args):
     from keras_transformer.export import export_translator
 
     model, source_tokenizer, target_tokenizer = _load_model_dir(args.model)
+    _check_beam_size(model, args.beam_size)
     translator = Translator(
         model,
         source_tokenizer,
@@ -165,6 +236,16 @@ def _load_model_dir(directory):
         raise UserError(str(error)) from None
 
 
+def _check_beam_size(model, beam_size):
+    """Refuses a `--beam-size` too large for `model`'s vocabulary."""
+    from keras_transformer.decoding.generation import check_search_arguments
+
+    try:
+        check_search_arguments(model, 1, beam_size, 1)
+    except ValueError as error:
+        raise UserError(f"argument --beam-size: {error}") from None
+
+
 def run_translate(args):
     import tensorflow as tf
 
@@ -180,8 +261,12 @@ def run_translate(args):
     else:
         from keras_transformer.export import Translator
 
+        model, source_tokenizer, target_tokenizer = _load_model_dir(args.model)
+        _check_beam_size(model, args.beam_size)
         translator = Translator(
-            *_load_model_dir(args.model),
+            model,
+            source_tokenizer,
+            target_tokenizer,
             beam_size=args.beam_size,
             length_penalty=args.length_penalty,
         )
@@ -197,6 +282,7 @@ def run_evaluate(args):
     from keras_transformer.evaluation import format_scores
 
     model, source_tokenizer, target_tokenizer = _load_model_dir(args.model)
+    _check_beam_size(model, args.beam_size)
     scores = evaluate_translator(
         model,
         source_tokenizer,
@@ -219,18 +305,16 @@ def _read_pairs(spec, split="test"):
 
 
 def run_train(args):
+    from keras_transformer.training.config import SettingError
     from keras_transformer.training.config import TrainConfig
+    from keras_transformer.training.config import flag_error_message
     from keras_transformer.training.config import settings_from_flags
 
-    config = _checked(TrainConfig, **settings_from_flags(args, TrainConfig))
-    return _train(config)
-
-
-def _checked(make, **kwargs):
     try:
-        return make(**kwargs)
-    except ValueError as error:
-        raise UserError(str(error)) from None
+        config = TrainConfig(**settings_from_flags(args, TrainConfig))
+    except SettingError as error:
+        raise UserError(flag_error_message(TrainConfig, error)) from None
+    return _train(config)
 
 
 def _train(config):
@@ -285,17 +369,30 @@ def run_demo(args):
     return {"train": result, "test": scores}
 
 
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(
+            'plotting needs matplotlib: pip install "keras-transformer[viz]"'
+        ) from None
+
+
 def run_explain(args):
     from keras_transformer import viz
 
+    _require_matplotlib()
+    model, source_tokenizer, target_tokenizer = _load_model_dir(args.model)
     try:
-        viz.explain_model_dir(
-            args.model,
+        viz.explain(
+            model,
+            source_tokenizer,
+            target_tokenizer,
             args.sentence,
-            args.output,
             kind=args.kind,
             layer=args.layer,
             head=args.head,
+            output=args.output,
         )
     except ValueError as error:
         raise UserError(str(error)) from None
@@ -305,6 +402,7 @@ def run_explain(args):
 def run_plot_positions(args):
     from keras_transformer import viz
 
+    _require_matplotlib()
     try:
         viz.plot_positions(args.output, length=args.length, d_model=args.d_model)
     except ValueError as error:
@@ -324,7 +422,11 @@ COMMANDS = {
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Runs one command; returns its exit status (2: a one-line user error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a one-line parser error (2)
+        return stop.code
     try:
         COMMANDS[args.command](args)
     except UserError as error:

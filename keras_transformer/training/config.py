@@ -17,10 +17,15 @@ with `setting(...)`, which records in the field's metadata:
 `argparse.ArgumentParser` and `settings_from_flags` turns the parsed
 arguments back into its constructor arguments. A new setting is one field
 here (and its test). This module imports neither TensorFlow nor Keras.
+
+`TrainConfig` checks every value when it is made: an invalid one raises a
+`SettingError` (a `ValueError`) naming the setting, the value and the rule;
+`flag_error_message` words it for the command line, naming the flag.
 """
 
 import argparse
 import dataclasses
+import math
 import typing
 
 from keras_transformer.training.strategy import STRATEGY_NAMES
@@ -31,6 +36,45 @@ PRESET_NAMES = ("tiny", "base", "big")
 BUCKET_BOUNDARY_NAMES = ("default", "fine")
 MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
 DEVICES_GROUP = "devices and fault tolerance"
+# The fewest pieces SentencePiece builds a vocabulary of: the 4 special
+# pieces, the word-boundary piece and one character.
+MIN_VOCAB_SIZE = 6
+# Keras seeds `numpy.random`, whose seeds are in [0, 2**32).
+MAX_SEED = 2**32 - 1
+
+
+class SettingError(ValueError):
+    """An invalid setting value.
+
+    Attributes:
+        name: the setting (field) name.
+        value: the value given.
+        rule: what the value must be, e.g. `"must be a positive integer"`.
+    """
+
+    def __init__(self, name, value, rule):
+        self.name = name
+        self.value = value
+        self.rule = rule
+        super().__init__(f"`{name}` {rule}. Received: {name}={value!r}")
+
+
+def flag_error_message(settings_class, error):
+    """`error` (a `SettingError`) in one line naming the setting's flag.
+
+    Args:
+        settings_class: the dataclass the setting belongs to.
+        error: a `SettingError` raised by its constructor.
+
+    Returns:
+        `"argument --flag: RULE. Received: VALUE"`, or `str(error)` when the
+        setting has no flag.
+    """
+    fields = {f.name: f for f in declared_settings(settings_class)}
+    flag = flag_name(fields[error.name]) if error.name in fields else None
+    if flag is None:
+        return str(error)
+    return f"argument {flag}: {error.rule}. Received: {error.value!r}"
 
 
 def setting(
@@ -202,9 +246,96 @@ def _zero_is_none(value):
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}"
+        raise SettingError(name, value, f"must be one of {tuple(choices)}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value):
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _check(config, name, valid, rule):
+    """Raises `SettingError` unless `valid(value)` for the setting `name`."""
+    value = getattr(config, name)
+    if not valid(value):
+        raise SettingError(name, value, rule)
+
+
+_POSITIVE_INT = "must be a positive integer"
+# Settings that are counts: positive ints (or `None`, for the optional ones).
+_COUNTS = (
+    "vocabulary_sentences",
+    "epochs",
+    "warmup_steps",
+    "bleu_beam_size",
+    "steps_per_execution",
+    "keep_checkpoints",
+)
+_OPTIONAL_COUNTS = ("steps_per_epoch", "batch_size", "batch_tokens", "checkpoint_every")
+
+
+def _check_counts(config):
+    """Raises `SettingError` for an invalid count or integer of `config`."""
+    positive = lambda value: _is_int(value) and value > 0
+    for name in _COUNTS:
+        _check(config, name, positive, _POSITIVE_INT)
+    for name in _OPTIONAL_COUNTS:
+        _check(config, name, lambda v: v is None or positive(v), _POSITIVE_INT)
+    if config.batch_size is None and config.batch_tokens is None:
+        raise SettingError(
+            "batch_size", None, "must be given when `batch_tokens` is not"
         )
+    _check(
+        config,
+        "vocab_size",
+        lambda value: _is_int(value) and value >= MIN_VOCAB_SIZE,
+        f"must be an integer of at least {MIN_VOCAB_SIZE} (SentencePiece's 4 "
+        "special pieces, its word-boundary piece and one character; each "
+        "further character of the corpus needs one more)",
+    )
+    _check(
+        config,
+        "max_length",
+        lambda value: _is_int(value) and value >= 2,
+        "must be at least 2 (a token and EOS)",
+    )
+    _check(
+        config,
+        "bleu_sentences",
+        lambda value: _is_int(value) and value >= 0,
+        "must be a non-negative integer (0: no BLEU)",
+    )
+    _check(
+        config,
+        "seed",
+        lambda value: _is_int(value) and 0 <= value <= MAX_SEED,
+        f"must be an integer in [0, {MAX_SEED}]",
+    )
+
+
+def _check_numbers(config):
+    """Raises `SettingError` for an invalid real number of `config`."""
+    positive = lambda value: _is_finite(value) and value > 0
+    _check(config, "learning_rate_scale", positive, "must be a positive number")
+    _check(
+        config,
+        "max_minutes",
+        lambda value: value is None or positive(value),
+        "must be a positive number of minutes",
+    )
+    _check(
+        config,
+        "label_smoothing",
+        lambda value: _is_finite(value) and 0 <= value < 1,
+        "must be a number in [0, 1)",
+    )
 
 
 @dataclasses.dataclass
@@ -217,9 +348,12 @@ class TrainConfig:
     the checkpoints of an earlier one.
 
     Raises:
-        ValueError: when a count is not a positive int, `max_length` is
-            below 2, or `bucket_boundaries` or `mixed_precision` is not one
-            of its choices.
+        SettingError: (a `ValueError`) when a count is not a positive int
+            (neither `batch_size` nor `batch_tokens` given, `vocab_size`
+            below `MIN_VOCAB_SIZE`, `max_length` below 2), `seed` is not in
+            `[0, MAX_SEED]`, `learning_rate_scale` or `max_minutes` is not a
+            positive finite number, `label_smoothing` is not in `[0, 1)`, or
+            a setting with choices is not one of them.
     """
 
     train: str = setting(
@@ -372,29 +506,15 @@ class TrainConfig:
     )
 
     def __post_init__(self):
-        # Imported here: this module is read without Keras (`--help`).
-        from keras_transformer.utils import check_positive_int
-
-        for name in ("epochs", "steps_per_execution", "keep_checkpoints"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("max_length", self.max_length)
-        if self.max_length < 2:
-            raise ValueError(
-                "`max_length` must be at least 2 (a token and EOS). "
-                f"Received: max_length={self.max_length}"
-            )
-        for name in (
-            "steps_per_epoch",
-            "checkpoint_every",
-            "batch_size",
-            "batch_tokens",
+        _check_counts(self)
+        _check_numbers(self)
+        for name, choices in (
+            ("preset", PRESET_NAMES),
+            ("bucket_boundaries", BUCKET_BOUNDARY_NAMES),
+            ("strategy", STRATEGY_NAMES),
+            ("mixed_precision", MIXED_PRECISION_POLICIES),
         ):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
-        _check_choice(
-            "bucket_boundaries", self.bucket_boundaries, BUCKET_BOUNDARY_NAMES
-        )
-        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_POLICIES)
+            _check_choice(name, getattr(self, name), choices)
 
 
 RESUME_KEYS = resume_keys(TrainConfig)

@@ -93,13 +93,16 @@ def _vocabularies(config, train_pairs):
         return load_vocabularies(directory), False
     # A ParallelCorpus yields `str` pairs.
     sample = list(itertools.islice(iter(train_pairs), config.vocabulary_sentences))
-    source, target = build_vocabularies(
-        [s for s, _ in sample],
-        [t for _, t in sample],
-        config.vocab_size,
-        shared=config.shared_vocabulary,
-        seed=config.seed,
-    )
+    try:
+        source, target = build_vocabularies(
+            [s for s, _ in sample],
+            [t for _, t in sample],
+            config.vocab_size,
+            shared=config.shared_vocabulary,
+            seed=config.seed,
+        )
+    except ValueError as error:  # e.g. a vocabulary too small for the data
+        raise SetupError(f"--vocab-size {config.vocab_size}: {error}") from None
     return (source, target), True
 
 

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,22 @@ def test_saved_model_cli_show(exported):
     )
     assert re.search(r"outputs\['translations'\].*\n\s*dtype: DT_STRING", text)
     assert "tensorflow/serving/predict" in text
+
+
+def test_the_serving_readme_check_runs(exported):
+    # The offline check examples/serving/README.md documents, as written.
+    readme = os.path.join(
+        os.path.dirname(__file__), "..", "..", "examples", "serving", "README.md"
+    )
+    with open(readme, encoding="utf-8") as file:
+        (line,) = [x for x in file.read().splitlines() if x.startswith("python -c")]
+    command = [
+        exported if arg == "export/translator/1" else arg for arg in shlex.split(line)
+    ]
+    command[0] = sys.executable
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"\[b(['\"]).*\1\]", result.stdout.strip())
 
 
 def _signature_ops(function):

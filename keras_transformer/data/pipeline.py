@@ -372,12 +372,10 @@ def count_batches(
         # The lengths of `_teacher_forcing_ids`: one special token added.
         source_length = _ids(source_tokenize(sources)).row_lengths() + 1
         target_length = _ids(target_tokenize(targets)).row_lengths() + 1
-        keep = tf.logical_and(
-            source_length <= max_source_length, target_length <= max_target_length
+        keep, source_length, target_length = _within_limits(
+            source_length, target_length, max_source_length, max_target_length
         )
-        return tf.size(keep), plan.keys(
-            tf.boolean_mask(source_length, keep), tf.boolean_mask(target_length, keep)
-        )
+        return tf.size(keep), plan.keys(source_length, target_length)
 
     dataset = _pair_strings(
         pairs, shuffle=False, shuffle_buffer=1, seed=None, repeat=False
@@ -446,13 +444,12 @@ def _prepare_fn(
         source, target_in, target_out = _teacher_forcing_ids(
             source_tokenize(sources), target_tokenize(targets)
         )
-        source_length = source.row_lengths()
-        target_length = target_in.row_lengths()
-        keep = tf.logical_and(
-            source_length <= max_source_length, target_length <= max_target_length
+        keep, source_length, target_length = _within_limits(
+            source.row_lengths(),
+            target_in.row_lengths(),
+            max_source_length,
+            max_target_length,
         )
-        source_length = tf.boolean_mask(source_length, keep)
-        target_length = tf.boolean_mask(target_length, keep)
         return (
             plan.keys(source_length, target_length),
             source_length,
@@ -463,6 +460,22 @@ def _prepare_fn(
         )
 
     return prepare
+
+
+def _within_limits(source_length, target_length, max_source_length, max_target_length):
+    """The pairs within the length limits: `(keep, source_length, target_length)`.
+
+    `keep` is bool `[N]`; the lengths of the kept pairs are `[M]`. Shared by
+    `make_dataset` and `count_batches`, so both drop the same pairs.
+    """
+    keep = tf.logical_and(
+        source_length <= max_source_length, target_length <= max_target_length
+    )
+    return (
+        keep,
+        tf.boolean_mask(source_length, keep),
+        tf.boolean_mask(target_length, keep),
+    )
 
 
 def _teacher_forcing_ids(source_ids, target_ids):

@@ -1,0 +1,66 @@
+"""`keras-transformer demo`: the main job on the embedded corpus."""
+
+import argparse
+import os
+import time
+
+from keras_transformer.cli import common
+from keras_transformer.cli import export
+from keras_transformer.cli import train
+from keras_transformer.cli import translate
+
+EXAMPLES = [
+    "four thousand, two hundred and fifteen",
+    "ninety-nine",
+    "seven hundred and seventy-seven",
+]
+
+
+def add_command(commands):
+    demo = commands.add_parser(
+        "demo", help="Train the embedded English->German number translator."
+    )
+    demo.add_argument("--output", default="runs/demo", help="Output directory.")
+    demo.add_argument(
+        "--max-minutes",
+        type=common.positive_minutes,
+        default=7.0,
+        help="Training time budget.",
+    )
+
+
+def run(args):
+    """Trains, scores on the held-out test split, exports and translates."""
+    from keras_transformer.evaluation import evaluate_translator
+    from keras_transformer.evaluation import format_scores
+    from keras_transformer.training.trainer import demo_config
+
+    started = time.time()
+    config = demo_config(output=args.output, max_minutes=args.max_minutes)
+    result = train.train(config)
+    model, source_tokenizer, target_tokenizer = common.load_model_dir(args.output)
+    scores = evaluate_translator(
+        model,
+        source_tokenizer,
+        target_tokenizer,
+        common.read_pairs(config.train),
+        beam_size=4,
+        bleu_tokenize="char",
+    )
+    scores["wall_seconds"] = round(time.time() - started, 1)
+    print(format_scores(scores, title="Held-out test numbers"))
+    export_args = argparse.Namespace(
+        model=args.output,
+        output=os.path.join(args.output, "export"),
+        version=1,
+        max_input_tokens=64,
+        beam_size=4,
+        length_penalty=0.6,
+    )
+    path = export.run(export_args)
+    translate_args = argparse.Namespace(
+        model=path, sentences=EXAMPLES, beam_size=4, batch_size=32, length_penalty=0.6
+    )
+    print("Translations by the exported SavedModel:")
+    translate.run(translate_args)
+    return {"train": result, "test": scores}

@@ -1,13 +1,52 @@
-"""keras-transformer: the Transformer of "Attention Is All You Need" in Keras 3."""
+"""keras-transformer: the Transformer of "Attention Is All You Need" in Keras 3.
 
-from keras_transformer import layers
+`import keras_transformer` registers every Keras object the package defines
+(layers, the model, and the training loss, metrics and schedule), so that
+every `.keras` file the library or its command line writes loads with
+`keras.saving.load_model` afterwards.
 
-# `training` registers the schedule, loss and metrics, so that a compiled
-# `.keras` file written by the library or its command line loads after
-# `import keras_transformer`.
-from keras_transformer import training
-from keras_transformer.models.transformer import Transformer
+The command line (`keras-transformer`, `python -m keras_transformer`)
+defers those imports: its argument parsing, `--help` and argument errors
+answer without loading TensorFlow, and each command imports what it uses.
+"""
+
+import importlib
+import os
+import sys
 
 __version__ = "0.1.0"
 
 __all__ = ["Transformer", "layers"]
+
+# Set (to "1") by the console script while it imports the command line.
+DEFER_IMPORTS_VARIABLE = "KERAS_TRANSFORMER_DEFER_IMPORTS"
+
+
+def __getattr__(name):
+    """`Transformer` and the sub-packages, imported on first use."""
+    if name == "Transformer":
+        from keras_transformer.models.transformer import Transformer
+
+        return Transformer
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def _imports_deferred():
+    # `python -m keras_transformer` imports this package while sys.argv[0]
+    # is still "-m" (see the documentation of `runpy`).
+    return os.environ.get(DEFER_IMPORTS_VARIABLE) == "1" or sys.argv[:1] == ["-m"]
+
+
+if not _imports_deferred():
+    from keras_transformer import layers
+    from keras_transformer.models.transformer import Transformer
+
+    # The loss, metrics and schedule a compiled `.keras` file refers to.
+    from keras_transformer.training import losses  # noqa: F401
+    from keras_transformer.training import metrics  # noqa: F401
+    from keras_transformer.training import schedules  # noqa: F401

@@ -20,19 +20,18 @@ model, data or file is touched: by its argparse `type` (the commands other
 than `train`) or by `TrainConfig` (`train`).
 """
 
-import os
+import argparse
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from keras_transformer.cli import demo  # noqa: E402
-from keras_transformer.cli import evaluate  # noqa: E402
-from keras_transformer.cli import export  # noqa: E402
-from keras_transformer.cli import plots  # noqa: E402
-from keras_transformer.cli import train  # noqa: E402
-from keras_transformer.cli import translate  # noqa: E402
-from keras_transformer.cli.common import Parser  # noqa: E402
-from keras_transformer.cli.common import UserError  # noqa: E402
+from keras_transformer.cli import console
+from keras_transformer.cli import demo
+from keras_transformer.cli import evaluate
+from keras_transformer.cli import export
+from keras_transformer.cli import plots
+from keras_transformer.cli import train
+from keras_transformer.cli import translate
+from keras_transformer.cli.common import Parser
+from keras_transformer.cli.common import UserError
 
 # name: (adds its parser, runs it)
 _COMMAND_TABLE = {
@@ -53,9 +52,22 @@ def build_parser():
         prog="keras-transformer",
         description="Train, evaluate, export and serve Transformer translators.",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show TensorFlow's log lines and Python warnings (hidden by "
+        f"default; also {console.VERBOSE_VARIABLE}=1).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for add_command, _ in _COMMAND_TABLE.values():
         add_command(commands)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="As `keras-transformer --verbose`.",
+        )
     return parser
 
 
@@ -65,8 +77,11 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help (0), or a one-line parser error (2)
         return stop.code
+    verbose = console.verbose_requested(args.verbose)
+    console.configure(verbose)
     try:
-        COMMANDS[args.command](args)
+        with console.quiet_stderr(enabled=not verbose):
+            COMMANDS[args.command](args)
     except UserError as error:
         print(f"keras-transformer {args.command}: error: {error}", file=sys.stderr)
         return 2

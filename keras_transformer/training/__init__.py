@@ -20,20 +20,45 @@
   text, command-line flag and resume-compatibility flag.
 """
 
-from keras_transformer.training.callbacks import BleuCallback
-from keras_transformer.training.callbacks import WallClockLimit
-from keras_transformer.training.checkpoints import average_checkpoints
-from keras_transformer.training.checkpoints import checkpoint_step
-from keras_transformer.training.checkpoints import latest_checkpoints
-from keras_transformer.training.checkpoints import list_step_checkpoints
-from keras_transformer.training.custom_loop import fit_custom_loop
-from keras_transformer.training.losses import LabelSmoothedCrossEntropy
-from keras_transformer.training.losses import label_smoothed_cross_entropy
-from keras_transformer.training.losses import token_cross_entropy
-from keras_transformer.training.metrics import MaskedAccuracy
-from keras_transformer.training.metrics import MaskedPerplexity
-from keras_transformer.training.schedules import TransformerSchedule
-from keras_transformer.training.schedules import transformer_optimizer
-from keras_transformer.training.strategy import STRATEGY_NAMES
-from keras_transformer.training.strategy import get_strategy
-from keras_transformer.training.strategy import local_tpu_evidence
+import importlib
+
+# Public name: the module defining it. Imported on first use, so that
+# `keras_transformer.training.config` (the command line's settings) loads
+# without TensorFlow.
+_EXPORTS = {
+    "BleuCallback": "callbacks",
+    "WallClockLimit": "callbacks",
+    "average_checkpoints": "checkpoints",
+    "checkpoint_step": "checkpoints",
+    "latest_checkpoints": "checkpoints",
+    "list_step_checkpoints": "checkpoints",
+    "fit_custom_loop": "custom_loop",
+    "LabelSmoothedCrossEntropy": "losses",
+    "label_smoothed_cross_entropy": "losses",
+    "token_cross_entropy": "losses",
+    "MaskedAccuracy": "metrics",
+    "MaskedPerplexity": "metrics",
+    "TransformerSchedule": "schedules",
+    "transformer_optimizer": "schedules",
+    "STRATEGY_NAMES": "strategy",
+    "get_strategy": "strategy",
+    "local_tpu_evidence": "strategy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

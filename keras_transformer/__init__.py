@@ -42,11 +42,20 @@ def _imports_deferred():
     return os.environ.get(DEFER_IMPORTS_VARIABLE) == "1" or sys.argv[:1] == ["-m"]
 
 
-if not _imports_deferred():
-    from keras_transformer import layers
-    from keras_transformer.models.transformer import Transformer
-
-    # The loss, metrics and schedule a compiled `.keras` file refers to.
+def register_keras_objects():
+    """Imports every module that registers Keras objects: the layers, the
+    model, and the training loss, metrics and schedule (what a compiled
+    `.keras` file refers to). `import keras_transformer` calls it, unless the
+    command line deferred it (the command line calls it before a command).
+    """
+    from keras_transformer import layers  # noqa: F401
+    from keras_transformer.models import transformer  # noqa: F401
     from keras_transformer.training import losses  # noqa: F401
     from keras_transformer.training import metrics  # noqa: F401
     from keras_transformer.training import schedules  # noqa: F401
+
+
+if not _imports_deferred():
+    register_keras_objects()
+    from keras_transformer import layers
+    from keras_transformer.models.transformer import Transformer

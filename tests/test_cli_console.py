@@ -127,3 +127,21 @@ print("after", file=sys.stderr)
 )
 def test_tensorflow_log_line_pattern(line, dropped):
     assert bool(console.TENSORFLOW_LOG_LINE.match(line.encode())) is dropped
+
+
+def test_the_console_script_loads_a_model_and_prints_no_log_lines(small_model_dir):
+    # The console script defers the package's imports: the command must
+    # still register the model's classes before loading it.
+    probe = "import sys, keras_transformer_cli; sys.exit(keras_transformer_cli.main())"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, "translate", "--model", str(small_model_dir)],
+        input="one\ntwo hundred\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, console.VERBOSE_VARIABLE: ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == ""

@@ -7,6 +7,8 @@ Commands (one module each in this package):
 - `train`: train a translator on `tsv:PATH`, `files:SRC,TGT`, `tfds:NAME`
   or `demo` data.
 - `evaluate`: sacreBLEU and chrF of a trained model on a test set.
+- `score`: each pair's log-probability under the model (forced decoding).
+- `average`: the average of the last N checkpoints of a training run.
 - `export`: write the SavedModel translator for TF Serving.
 - `translate`: translate lines from stdin (or arguments) with an exported
   translator or a trained-model directory.
@@ -23,11 +25,14 @@ than `train`) or by `TrainConfig` (`train`).
 import argparse
 import sys
 
+import keras_transformer
+from keras_transformer.cli import average
 from keras_transformer.cli import console
 from keras_transformer.cli import demo
 from keras_transformer.cli import evaluate
 from keras_transformer.cli import export
 from keras_transformer.cli import plots
+from keras_transformer.cli import score
 from keras_transformer.cli import train
 from keras_transformer.cli import translate
 from keras_transformer.cli.common import Parser
@@ -38,6 +43,8 @@ _COMMAND_TABLE = {
     "demo": (demo.add_command, demo.run),
     "train": (train.add_command, train.run),
     "evaluate": (evaluate.add_command, evaluate.run),
+    "score": (score.add_command, score.run),
+    "average": (average.add_command, average.run),
     "export": (export.add_command, export.run),
     "translate": (translate.add_command, translate.run),
     "explain": (plots.add_explain_command, plots.run_explain),
@@ -81,6 +88,7 @@ def main(argv=None):
     console.configure(verbose)
     try:
         with console.quiet_stderr(enabled=not verbose):
+            keras_transformer.register_keras_objects()
             COMMANDS[args.command](args)
     except UserError as error:
         print(f"keras-transformer {args.command}: error: {error}", file=sys.stderr)

@@ -135,3 +135,13 @@ def require_matplotlib():
         raise UserError(
             'plotting needs matplotlib: pip install "keras-transformer[viz]"'
         ) from None
+
+
+def output_file(text):
+    """An argparse `type`: a file path that can be written (its folder exists)."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"is a directory, not a file: {text}")
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"no such directory: {folder}")
+    return text

@@ -13,11 +13,17 @@
 
 Example:
 
->>> from keras_transformer import data
->>> corpus = data.parse_spec("tsv:train.tsv")  # checked now
+>>> import pathlib
+>>> from keras_transformer import data, text
+>>> _ = pathlib.Path("train.tsv").write_text("one\\teins\\ntwo\\tzwei\\n")
+>>> corpus = data.parse_spec("tsv:train.tsv")  # the file is checked now
+>>> tokenizer = text.SubwordTokenizer(
+...     text.train_sentencepiece(["one eins two zwei three drei"] * 50, 30))
 >>> dataset = data.make_dataset(corpus, tokenizer.tokenize, tokenizer.tokenize,
-...                             batch_tokens=25_000)
->>> model.fit(dataset, epochs=10)
+...                             batch_tokens=25_000, drop_remainder=False)
+>>> inputs, target_out = next(iter(dataset))
+>>> sorted(inputs), inputs["source"].shape[0]
+(['source', 'target'], 2)
 """
 
 from keras_transformer.data.corpus import DatasetCorpus
@@ -58,6 +64,7 @@ __all__ = [
     "as_corpus",
     "bucket_lengths",
     "bucket_shapes",
+    "count_batches",
     "demo_numbers",
     "demo_pair",
     "demo_pairs",

@@ -52,7 +52,7 @@ def demo_numbers(split="train", max_number=DEFAULT_MAX_NUMBER, seed=0):
     Example:
 
     >>> len(demo_numbers("test")), demo_numbers("test", max_number=999)[:3]
-    (990, [101, 127, 136])
+    (990, [102, 108, 136])
     """
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}. Received: {split!r}")

@@ -10,6 +10,7 @@ class DataError(ValueError):
 
     Example:
 
+    >>> from keras_transformer.data import read_tsv
     >>> try:
     ...     read_tsv("missing.tsv")
     ... except DataError as error:

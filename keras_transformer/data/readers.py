@@ -91,7 +91,9 @@ class TsvCorpus(ParallelCorpus):
 
     Example:
 
-    >>> corpus = TsvCorpus("train.tsv")  # "one\\teins\\ntwo\\tzwei\\n"
+    >>> import pathlib
+    >>> _ = pathlib.Path("train.tsv").write_text("one\\teins\\ntwo\\tzwei\\n")
+    >>> corpus = TsvCorpus("train.tsv")
     >>> len(corpus), next(iter(corpus))
     (2, ('one', 'eins'))
     """
@@ -141,6 +143,9 @@ class ParallelFilesCorpus(ParallelCorpus):
 
     Example:
 
+    >>> import pathlib
+    >>> _ = pathlib.Path("train.en").write_text("one\\ntwo\\n")
+    >>> _ = pathlib.Path("train.de").write_text("eins\\nzwei\\n")
     >>> corpus = ParallelFilesCorpus("train.en", "train.de")
     >>> next(iter(corpus))
     ('one', 'eins')
@@ -225,9 +230,11 @@ def read_tsv(path):
 
     Example:
 
+    >>> import pathlib
+    >>> _ = pathlib.Path("train.tsv").write_text("one\\teins\\ntwo\\tzwei\\n")
     >>> corpus = read_tsv("train.tsv")
-    >>> dataset = make_dataset(corpus, tokenizer.tokenize, tokenizer.tokenize,
-    ...                        batch_size=64)
+    >>> len(corpus), corpus.name
+    (2, 'tsv:train.tsv')
     """
     return TsvCorpus(path)
 
@@ -249,8 +256,11 @@ def read_parallel_files(source_path, target_path):
 
     Example:
 
+    >>> import pathlib
+    >>> _ = pathlib.Path("train.en").write_text("one\\ntwo\\n")
+    >>> _ = pathlib.Path("train.de").write_text("eins\\nzwei\\n")
     >>> corpus = read_parallel_files("train.en", "train.de")
-    >>> len(corpus)
-    4508785
+    >>> len(corpus), list(corpus)
+    (2, [('one', 'eins'), ('two', 'zwei')])
     """
     return ParallelFilesCorpus(source_path, target_path)

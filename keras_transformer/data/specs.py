@@ -53,7 +53,9 @@ def parse_spec(spec, split="train", data_dir=None):
     >>> corpus = parse_spec("demo", split="test")
     >>> len(corpus)
     990
-    >>> parse_spec("tfds:wmt14_translate/de-en:en-de", split="valid").name
+    >>> # Downloads and prepares WMT 2014 on first use:
+    >>> parse_spec("tfds:wmt14_translate/de-en:en-de",
+    ...            split="valid").name  # doctest: +SKIP
     'tfds:wmt14_translate/de-en:en-de:validation'
     """
     if not isinstance(spec, str) or not spec.strip():

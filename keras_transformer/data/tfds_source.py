@@ -48,9 +48,11 @@ def load_tfds(
 
     Example:
 
+    >>> # Downloads and prepares WMT 2014 on first use:
     >>> corpus = load_tfds("wmt14_translate/de-en", "train",
-    ...                    source_language="en", target_language="de")
-    >>> corpus.name
+    ...                    source_language="en",
+    ...                    target_language="de")  # doctest: +SKIP
+    >>> corpus.name  # doctest: +SKIP
     'tfds:wmt14_translate/de-en:en-de:train'
     """
     import tensorflow_datasets as tfds

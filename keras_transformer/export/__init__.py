@@ -1,5 +1,34 @@
-"""The SavedModel translator (strings in, strings out) for TF Serving."""
+"""Serving: the SavedModel translator for TF Serving, and CTranslate2 exports.
 
-from keras_transformer.export.saved_model import export_translator
-from keras_transformer.export.saved_model import write_warmup_requests
-from keras_transformer.export.translator import Translator
+Names are imported on first use: `CTranslate2Translator` needs only
+`ctranslate2` and `sentencepiece`, and the command line (which defers the
+package's imports) translates with a CTranslate2 export without loading
+TensorFlow.
+"""
+
+import importlib
+
+# public name: the module defining it
+_EXPORTS = {
+    "export_translator": "saved_model",
+    "next_version": "saved_model",
+    "version_directories": "saved_model",
+    "write_warmup_requests": "saved_model",
+    "Translator": "translator",
+    "to_ctranslate2": "ctranslate2",
+    "CTranslate2Translator": "ctranslate2",
+    "is_ctranslate2_dir": "ctranslate2",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+    return getattr(module, name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,6 +1,7 @@
 """Writing the translator as a versioned SavedModel for TF Serving."""
 
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -9,7 +10,32 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 DEFAULT_WARMUP_SENTENCES = ("", "one", "two hundred and five")
 
 
-def export_translator(translator, export_dir, version=1, warmup_sentences=None):
+def version_directories(export_dir):
+    """The numbered version sub-directories of `export_dir`, as ints, sorted.
+
+    Args:
+        export_dir: a model base path (missing: no versions).
+
+    Returns:
+        list of int.
+    """
+    export_dir = os.fspath(export_dir)
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(export_dir)
+        if name.isdigit() and os.path.isdir(os.path.join(export_dir, name))
+    )
+
+
+def next_version(export_dir):
+    """One more than the highest version in `export_dir` (1 if none)."""
+    versions = version_directories(export_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def export_translator(translator, export_dir, version=None, warmup_sentences=None):
     """Saves `translator` to `export_dir/<version>/` with explicit signatures.
 
     Signatures: `serving_default` (beam search with the translator's beam
@@ -18,21 +44,52 @@ def export_translator(translator, export_dir, version=1, warmup_sentences=None):
     `[None]`). Also writes `assets.extra/tf_serving_warmup_requests`, so TF
     Serving warms the model up before it serves.
 
+    An existing version is never overwritten. Without `version`, the next
+    number is used (TF Serving's convention: `export_dir/1`, then `/2`, ...,
+    and TF Serving serves the highest). The SavedModel is written to a
+    temporary sibling directory first and renamed into place when complete,
+    so a server watching `export_dir` never loads half a version.
+
     Args:
         translator: a `keras_transformer.export.Translator`.
         export_dir: the model base path TF Serving watches.
-        version: int, the version sub-directory.
+        version: optional positive int, the version sub-directory; it must
+            not exist yet. Defaults to the next version number.
         warmup_sentences: strings for the warmup requests (default: a few
             short ones, the empty string included).
 
     Returns:
         The path of the written version directory.
+
+    Raises:
+        ValueError: if `version` is not a positive integer.
+        FileExistsError: if `export_dir/<version>` exists.
     """
-    if not isinstance(version, int) or version < 1:
+    if version is not None and (
+        not isinstance(version, int) or isinstance(version, bool) or version < 1
+    ):
         raise ValueError(f"`version` must be a positive integer. Received: {version}")
-    path = os.path.join(os.fspath(export_dir), str(version))
-    tf.saved_model.save(translator, path, signatures=translator.signatures())
-    write_warmup_requests(path, warmup_sentences or DEFAULT_WARMUP_SENTENCES)
+    export_dir = os.fspath(export_dir)
+    if version is None:
+        version = next_version(export_dir)
+    path = os.path.join(export_dir, str(version))
+    if os.path.exists(path):
+        raise FileExistsError(
+            f"Version {version} already exists: {path} (export without a "
+            f"version to write the next one, {next_version(export_dir)})."
+        )
+    # Not a number, so TF Serving ignores it until the rename.
+    staging = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
+    if os.path.exists(staging):
+        shutil.rmtree(staging)
+    os.makedirs(staging)
+    try:
+        tf.saved_model.save(translator, staging, signatures=translator.signatures())
+        write_warmup_requests(staging, warmup_sentences or DEFAULT_WARMUP_SENTENCES)
+        os.rename(staging, path)
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging)
     return path
 
 

@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+import tensorflow as tf
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import wmt_common as common  # noqa: E402
@@ -42,7 +44,11 @@ def build_parser():
     parser.add_argument(
         "--export-dir", help="TF Serving model base path (default: DIR/export)."
     )
-    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument(
+        "--version",
+        type=int,
+        help="Version sub-directory; it must not exist (default: the next one).",
+    )
     parser.add_argument("--beam-size", type=int, default=4)
     parser.add_argument("--length-penalty", type=float, default=0.6)
     parser.add_argument("--max-input-tokens", type=int, default=256)
@@ -67,14 +73,26 @@ def main(argv=None, log=print):
     warmup = WARMUP_SENTENCES[source]
     if common.is_remote(export_dir):
         # `export_translator` writes its warmup file with local file calls.
+        version = args.version or _next_remote_version(export_dir)
+        path = common.join(export_dir, str(version))
+        if tf.io.gfile.exists(path):
+            raise FileExistsError(f"Version {version} already exists: {path}")
         with common.local_directory() as directory:
-            local = export_translator(translator, directory, args.version, warmup)
-            path = common.join(export_dir, str(args.version))
+            local = export_translator(translator, directory, version, warmup)
             common.upload_tree(local, path)
     else:
         path = export_translator(translator, export_dir, args.version, warmup)
     log(f"Exported {weights} to {path}.")
     return {"path": path, "translator": translator}
+
+
+def _next_remote_version(export_dir):
+    """One more than the highest numbered version under a remote base path."""
+    if not tf.io.gfile.isdir(export_dir):
+        return 1
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(export_dir)]
+    versions = [int(name) for name in names if name.isdigit()]
+    return max(versions, default=0) + 1
 
 
 if __name__ == "__main__":

@@ -76,11 +76,11 @@ def run_cli(main, argv=None, prog="wmt"):
 
     User errors are the library's: `SetupError` (a bad flag or model
     directory, no such device), `data.DataError` (bad input data), and
-    `FileNotFoundError`.
+    `FileNotFoundError` and `FileExistsError`.
     """
     try:
         main(argv)
-    except (SetupError, data.DataError, FileNotFoundError) as error:
+    except (SetupError, data.DataError, FileNotFoundError, FileExistsError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -49,10 +49,11 @@ def run(args):
     )
     scores["wall_seconds"] = round(time.time() - started, 1)
     print(format_scores(scores, title="Held-out test numbers"))
+    _write_scores(args.output, config, scores)
     export_args = argparse.Namespace(
         model=args.output,
         output=os.path.join(args.output, "export"),
-        version=1,
+        version=None,
         max_input_tokens=64,
         beam_size=4,
         length_penalty=0.6,
@@ -64,3 +65,20 @@ def run(args):
     print("Translations by the exported SavedModel:")
     translate.run(translate_args)
     return {"train": result, "test": scores}
+
+
+def _write_scores(output, config, scores):
+    """Keeps the held-out scores and translations beside the model."""
+    from keras_transformer.evaluation import write_lines
+    from keras_transformer.evaluation import write_scores_json
+
+    scores_path = os.path.join(output, "test_scores.json")
+    settings = {
+        "model": os.path.abspath(output),
+        "test": f"{config.train} (test split)",
+        "beam_size": 4,
+        "length_penalty": 0.6,
+    }
+    write_scores_json(scores_path, scores, settings)
+    write_lines(os.path.join(output, "test_hypotheses.txt"), scores["hypotheses"])
+    print(f"Wrote the scores to {scores_path}")

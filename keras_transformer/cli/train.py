@@ -1,4 +1,5 @@
-"""`keras-transformer train`: one flag per declared training setting."""
+"""`keras-transformer train`: one flag per declared training setting, and
+`--config FILE` for a YAML or JSON file of them (flags override the file)."""
 
 from keras_transformer.cli.common import UserError
 
@@ -8,20 +9,28 @@ def add_command(commands):
     from keras_transformer.training.config import TrainConfig
     from keras_transformer.training.config import add_setting_flags
 
-    train = commands.add_parser("train", help="Train a translator.")
-    add_setting_flags(train, TrainConfig)
+    train = commands.add_parser(
+        "train",
+        help="Train a translator.",
+        description="Train a translator. Each setting is a flag, or a key of "
+        "the --config file (a flag given here overrides the file); the model "
+        "settings default to the --preset's values.",
+    )
+    add_setting_flags(train, TrainConfig, config_flag="--config")
 
 
 def run(args):
     from keras_transformer.training.config import SettingError
     from keras_transformer.training.config import TrainConfig
     from keras_transformer.training.config import flag_error_message
-    from keras_transformer.training.config import settings_from_flags
+    from keras_transformer.training.settings_file import settings_from_args
 
     try:
-        config = TrainConfig(**settings_from_flags(args, TrainConfig))
+        config = settings_from_args(args, TrainConfig)
     except SettingError as error:
         raise UserError(flag_error_message(TrainConfig, error)) from None
+    except ValueError as error:  # the file, a value from it, a missing flag
+        raise UserError(str(error)) from None
     return train(config)
 
 

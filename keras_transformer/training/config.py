@@ -15,8 +15,16 @@ with `setting(...)`, which records in the field's metadata:
 
 `add_setting_flags` adds the flags of such a dataclass to an
 `argparse.ArgumentParser` and `settings_from_flags` turns the parsed
-arguments back into its constructor arguments. A new setting is one field
-here (and its test). This module imports neither TensorFlow nor Keras.
+arguments back into its constructor arguments (all of them, or only those
+given on the command line: `keras-transformer train --config FILE` takes
+the others from a YAML or JSON file, see `settings_file`). A new setting is
+one field here (and its test). This module imports neither TensorFlow nor
+Keras.
+
+The model settings (`MODEL_SETTINGS`: `num_layers`, `d_model`, ...,
+declared with `model=True`) are the `Transformer` constructor's arguments
+(the vocabulary sizes and special ids apart); `None`, their default, stands
+for the preset's value (`training.model_settings.model_arguments`).
 
 `TrainConfig` checks every value when it is made: an invalid one raises a
 `SettingError` (a `ValueError`) naming the setting, the value and the rule;
@@ -36,6 +44,16 @@ PRESET_NAMES = ("tiny", "base", "big")
 BUCKET_BOUNDARY_NAMES = ("default", "fine")
 MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
 DEVICES_GROUP = "devices and fault tolerance"
+MODEL_GROUP = (
+    "model (Transformer constructor arguments; each defaults to the preset's "
+    "value, or with --init-from to the initial model's)"
+)
+# `keras_transformer.layers.transformer_stack_base.POSITION_ENCODINGS`.
+POSITION_ENCODINGS = ("sinusoidal", "learned", "rotary", "relative")
+# The paper's warm-up (WMT, 100,000 steps), used when the run plans as many.
+PAPER_WARMUP_STEPS = 4000
+# Without `warmup_steps`, warm up for this fraction of the planned steps.
+WARMUP_FRACTION = 0.1
 # The fewest pieces SentencePiece builds a vocabulary of: the 4 special
 # pieces, the word-boundary piece and one character.
 MIN_VOCAB_SIZE = 6
@@ -85,6 +103,7 @@ def setting(
     flag=True,
     group=None,
     from_flag=None,
+    model=False,
     default_factory=dataclasses.MISSING,
     **argparse_kwargs,
 ):
@@ -100,7 +119,10 @@ def setting(
             flag name, `False` for no flag. Defaults to `True`.
         group: optional title of the `--help` group the flag is listed in.
         from_flag: optional function of the parsed value giving the field's
-            value (e.g. `0` on the command line meaning `None`).
+            value (e.g. `0` on the command line meaning `None`); also
+            applied to the value of a settings file.
+        model: bool, whether the setting is a `Transformer` constructor
+            argument (`model_settings`). Defaults to `False`.
         default_factory: as in `dataclasses.field`.
         **argparse_kwargs: more `add_argument` keyword arguments
             (`choices`, `metavar`, `action`, `type`, `dest` excepted). The
@@ -122,6 +144,7 @@ def setting(
         "flag": flag,
         "group": group,
         "from_flag": from_flag,
+        "model": model,
         "argparse": argparse_kwargs,
     }
     return dataclasses.field(
@@ -175,18 +198,51 @@ def _field_default(field):
     return field.default
 
 
+def model_settings(settings_class):
+    """Names of the settings that are `Transformer` constructor arguments."""
+    return tuple(
+        f.name for f in declared_settings(settings_class) if f.metadata["model"]
+    )
+
+
+class FlagDefault:
+    """A flag's default value, told apart from the same value given as a flag.
+
+    `argument_kwargs` gives each flag with a default other than `None` a
+    `FlagDefault` default, so that `settings_from_flags(...,
+    explicit_only=True)` can leave out the flags the user did not give (a
+    settings file's value then stands). It prints as its value (`--help`'s
+    `%(default)s`).
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+    def __str__(self):
+        return str(self.value)
+
+
 def argument_kwargs(field):
-    """The `add_argument` keyword arguments of a declared field's flag."""
+    """The `add_argument` keyword arguments of a declared field's flag.
+
+    A required field's flag is not required by the parser: its value may
+    come from a settings file (`missing_settings` names those not given).
+    """
     kwargs = {
         "dest": field.name,
         "help": field.metadata["help"].replace("%", "%%"),
         **field.metadata["argparse"],
     }
     default = _field_default(field)
-    if default is dataclasses.MISSING:
-        kwargs["required"] = True
-    elif "action" not in kwargs or kwargs["action"] is argparse.BooleanOptionalAction:
-        kwargs["default"] = default
+    if default is dataclasses.MISSING or default is None:
+        kwargs["default"] = None
+    else:
+        kwargs["default"] = FlagDefault(default)
+        if _shows_default(field, kwargs):
+            kwargs["help"] += f" (default: {default})".replace("%", "%%")
     if "action" not in kwargs and "type" not in kwargs:
         value_type = _value_type(field)
         if value_type is bool and default is False:
@@ -196,7 +252,17 @@ def argument_kwargs(field):
     return kwargs
 
 
-def add_setting_flags(parser, settings_class):
+def _shows_default(field, kwargs):
+    """Whether `--help` should add "(default: ...)" to a flag's help."""
+    return (
+        "default" not in kwargs["help"]
+        and "action" not in field.metadata["argparse"]
+        and field.metadata.get("from_flag") is None
+        and not isinstance(_field_default(field), bool)
+    )
+
+
+def add_setting_flags(parser, settings_class, config_flag=None):
     """Adds a flag to `parser` for each declared setting that has one.
 
     Flags are added in declaration order; those with a `group` are listed
@@ -205,10 +271,22 @@ def add_setting_flags(parser, settings_class):
     Args:
         parser: an `argparse.ArgumentParser`.
         settings_class: a dataclass whose fields are declared with `setting`.
+        config_flag: optional name of a flag (e.g. `"--config"`) taking a
+            YAML or JSON settings file (`settings_from_args`).
 
     Returns:
         `parser`.
     """
+    if config_flag:
+        parser.add_argument(
+            config_flag,
+            dest="settings_file",
+            metavar="FILE",
+            help="YAML or JSON file of settings: keys are the setting names "
+            "(as in train_config.json, e.g. d_model, or the flag's name, "
+            "d-model); the flags given override it, and the preset gives "
+            "the model settings it leaves out.",
+        )
     groups = {}
     for field in flagged_settings(settings_class):
         target = parser
@@ -221,27 +299,69 @@ def add_setting_flags(parser, settings_class):
     return parser
 
 
-def settings_from_flags(args, settings_class):
+def settings_from_flags(args, settings_class, explicit_only=False):
     """`settings_class`'s constructor arguments from parsed flags.
 
     Args:
         args: the `argparse.Namespace` of a parser given
             `add_setting_flags(parser, settings_class)`.
         settings_class: the same dataclass.
+        explicit_only: bool, leave out the flags not given on the command
+            line. Defaults to `False` (their defaults are included).
 
     Returns:
-        A dict `{field name: value}` with one entry per flag.
+        A dict `{field name: value}`: one entry per flag given, and with
+        `explicit_only=False` one per flag with a default.
     """
     values = {}
     for field in flagged_settings(settings_class):
         value = getattr(args, field.name)
+        if isinstance(value, FlagDefault):
+            if not explicit_only:
+                values[field.name] = value.value
+            continue
+        if value is None:  # not given: its default is `None`, or it has none
+            if not explicit_only and _field_default(field) is None:
+                values[field.name] = None
+            continue
         convert = field.metadata["from_flag"]
         values[field.name] = value if convert is None else convert(value)
     return values
 
 
+def missing_settings(settings_class, values):
+    """The flags of the required settings that `values` lacks."""
+    return [
+        flag_name(f) or f.name
+        for f in declared_settings(settings_class)
+        if _field_default(f) is dataclasses.MISSING and f.name not in values
+    ]
+
+
 def _zero_is_none(value):
     return value or None
+
+
+def _device_list(value):
+    """`"GPU:0,GPU:1"` as `["GPU:0", "GPU:1"]`; a list as it is."""
+    if isinstance(value, str):
+        return [d.strip() for d in value.split(",") if d.strip()]
+    return value
+
+
+def _model_setting(help, default="the preset's", **argparse_kwargs):
+    """A `Transformer` constructor argument: `None` (the preset's) by default.
+
+    `default` says in the help what `None` stands for.
+    """
+    return setting(
+        None,
+        help=f"{help} Default: {default}.",
+        resume=True,
+        group=MODEL_GROUP,
+        model=True,
+        **argparse_kwargs,
+    )
 
 
 def _check_choice(name, value, choices):
@@ -273,12 +393,26 @@ _POSITIVE_INT = "must be a positive integer"
 _COUNTS = (
     "vocabulary_sentences",
     "epochs",
-    "warmup_steps",
     "bleu_beam_size",
     "steps_per_execution",
     "keep_checkpoints",
 )
-_OPTIONAL_COUNTS = ("steps_per_epoch", "batch_size", "batch_tokens", "checkpoint_every")
+_OPTIONAL_COUNTS = (
+    "steps_per_epoch",
+    "batch_size",
+    "batch_tokens",
+    "checkpoint_every",
+    "warmup_steps",
+    # Model settings (`None`: the preset's).
+    "num_layers",
+    "num_decoder_layers",
+    "d_model",
+    "num_heads",
+    "d_ff",
+    "num_key_value_heads",
+    "max_relative_position",
+    "max_positions",
+)
 
 
 def _check_counts(config):
@@ -336,6 +470,48 @@ def _check_numbers(config):
         lambda value: _is_finite(value) and 0 <= value < 1,
         "must be a number in [0, 1)",
     )
+    for name in ("dropout", "attention_dropout", "activation_dropout"):
+        _check(
+            config,
+            name,
+            lambda value: value is None or _is_finite(value) and 0 <= value < 1,
+            "must be a number in [0, 1)",
+        )
+    for name in ("layer_norm_epsilon", "max_wavelength"):
+        _check(
+            config,
+            name,
+            lambda value: value is None or positive(value),
+            "must be a positive number",
+        )
+
+
+def _check_types(config):
+    """Raises `SettingError` for a string or switch setting of another type."""
+    for name in ("activation", "bleu_tokenize", "init_from"):
+        _check(
+            config,
+            name,
+            lambda value: value is None or isinstance(value, str) and value,
+            "must be a non-empty string",
+        )
+    for name in ("normalize_first", "share_embeddings", "tie_output_embeddings"):
+        _check(
+            config,
+            name,
+            lambda value: value is None or isinstance(value, bool),
+            "must be true, false or None",
+        )
+    _check(
+        config,
+        "devices",
+        lambda value: (
+            value is None
+            or isinstance(value, list | tuple)
+            and all(isinstance(d, str) and d for d in value)
+        ),
+        "must be a list of device names",
+    )
 
 
 @dataclasses.dataclass
@@ -352,8 +528,11 @@ class TrainConfig:
             (neither `batch_size` nor `batch_tokens` given, `vocab_size`
             below `MIN_VOCAB_SIZE`, `max_length` below 2), `seed` is not in
             `[0, MAX_SEED]`, `learning_rate_scale` or `max_minutes` is not a
-            positive finite number, `label_smoothing` is not in `[0, 1)`, or
-            a setting with choices is not one of them.
+            positive finite number, `label_smoothing` or a dropout rate is
+            not in `[0, 1)`, a model size is not a positive int, or a
+            setting with choices is not one of them. Whether the model
+            settings fit together (`d_model` divisible by `num_heads`...)
+            is checked when the run starts (`trainer.run_model_arguments`).
     """
 
     train: str = setting(
@@ -371,14 +550,74 @@ class TrainConfig:
         "demo's validation split when not given).",
         metavar="SPEC",
     )
+    init_from: str | None = setting(
+        None,
+        help="Fine-tune: start from the weights, vocabulary and architecture "
+        "of this trained model directory, with a new optimizer and "
+        "learning-rate schedule (the preset, --vocab-size and "
+        "--separate-vocabularies are then unused; model settings may only "
+        "change the dropout rates).",
+        resume=True,
+        metavar="MODEL_DIR",
+    )
     preset: str = setting(
         "tiny", help="The model's size preset.", resume=True, choices=PRESET_NAMES
     )
     model_overrides: dict = setting(
         default_factory=dict,
-        help="Constructor arguments overriding the preset's.",
+        help="Constructor arguments overriding the preset's (Python API; the "
+        "model settings override these in turn).",
         resume=True,
         flag=False,
+    )
+    num_layers: int | None = _model_setting("Encoder blocks (N).")
+    num_decoder_layers: int | None = _model_setting(
+        "Decoder blocks.", default="num_layers"
+    )
+    d_model: int | None = _model_setting("Model width.")
+    num_heads: int | None = _model_setting("Attention heads (h).")
+    d_ff: int | None = _model_setting("Feed-forward inner size.")
+    dropout: float | None = _model_setting("Residual and embedding dropout rate.")
+    attention_dropout: float | None = _model_setting(
+        "Dropout rate on attention weights."
+    )
+    activation_dropout: float | None = _model_setting(
+        "Dropout rate inside the feed-forward networks."
+    )
+    activation: str | None = _model_setting(
+        "Feed-forward activation (a Keras activation name: relu, gelu...)."
+    )
+    normalize_first: bool | None = _model_setting(
+        "Pre-LN blocks and final LayerNorms (--no-normalize-first: post-LN, "
+        "the paper's).",
+        action=argparse.BooleanOptionalAction,
+    )
+    layer_norm_epsilon: float | None = _model_setting("LayerNorm epsilon.")
+    num_key_value_heads: int | None = _model_setting(
+        "Key/value heads: 1 is multi-query, between 1 and num_heads grouped-"
+        "query attention.",
+        default="num_heads",
+    )
+    position_encoding: str | None = _model_setting(
+        "Position encoding.", choices=POSITION_ENCODINGS
+    )
+    max_wavelength: float | None = _model_setting(
+        "Base of the sinusoidal and rotary encodings."
+    )
+    max_relative_position: int | None = _model_setting(
+        "Clipping distance of relative positions."
+    )
+    max_positions: int | None = _model_setting(
+        "Table size of learned positions (the longest sentence, in tokens)."
+    )
+    share_embeddings: bool | None = _model_setting(
+        "One embedding matrix for source and target.",
+        default="yes when the vocabulary is shared",
+        action=argparse.BooleanOptionalAction,
+    )
+    tie_output_embeddings: bool | None = _model_setting(
+        "The target embedding is also the output projection.",
+        action=argparse.BooleanOptionalAction,
     )
     vocab_size: int = setting(
         8000, help="Maximum SentencePiece vocabulary size.", resume=True
@@ -392,7 +631,7 @@ class TrainConfig:
         action="store_false",
     )
     vocabulary_sentences: int = setting(
-        200_000, help="Sentences per side the vocabulary is trained on.", flag=False
+        200_000, help="Sentences per side the vocabulary is trained on."
     )
     epochs: int = setting(10, help="Number of epochs.")
     steps_per_epoch: int | None = setting(
@@ -419,28 +658,30 @@ class TrainConfig:
         resume=True,
         choices=BUCKET_BOUNDARY_NAMES,
     )
-    warmup_steps: int = setting(
-        4000, help="Warm-up steps of the paper's learning-rate schedule."
+    warmup_steps: int | None = setting(
+        None,
+        help="Warm-up steps of the paper's learning-rate schedule (default: "
+        f"the paper's {PAPER_WARMUP_STEPS}, or a tenth of the planned steps "
+        "(epochs x batches per epoch) when that is fewer; the schedule is "
+        "then scaled by sqrt(warm-up / 4000) so that its peak stays the "
+        "paper's).",
     )
     learning_rate_scale: float = setting(
         1.0, help="Factor on the paper's learning-rate schedule."
     )
-    label_smoothing: float = setting(
-        0.1, help="Label smoothing of the loss.", flag=False
-    )
+    label_smoothing: float = setting(0.1, help="Label smoothing of the loss.")
     max_minutes: float | None = setting(
         None,
         help="Wall-clock budget in minutes; training stops cleanly after it.",
     )
     bleu_sentences: int = setting(
         200,
-        help="Validation sentences decoded for BLEU after each epoch.",
-        flag=False,
+        help="Validation sentences decoded for BLEU after each epoch (0: no BLEU).",
     )
-    bleu_beam_size: int = setting(
-        1, help="Beam size of the BLEU decoding (1: greedy).", flag=False
+    bleu_beam_size: int = setting(1, help="Beam size of the BLEU decoding (1: greedy).")
+    bleu_tokenize: str = setting(
+        "13a", help="sacreBLEU's BLEU tokenizer (13a, char, intl, none...)."
     )
-    bleu_tokenize: str = setting("13a", help="sacreBLEU's BLEU tokenizer.", flag=False)
     seed: int = setting(
         1234,
         help="Random seed of the weights, dropout, data order and vocabulary.",
@@ -469,7 +710,13 @@ class TrainConfig:
         group=DEVICES_GROUP,
     )
     devices: list | None = setting(
-        None, help="The devices of the mirrored strategy.", flag=False
+        None,
+        help="The devices of the mirrored strategy, comma-separated (e.g. "
+        "GPU:0,GPU:1; default: all GPUs).",
+        type=str,
+        metavar="DEVICES",
+        from_flag=_device_list,
+        group=DEVICES_GROUP,
     )
     steps_per_execution: int = setting(
         1,
@@ -508,8 +755,10 @@ class TrainConfig:
     def __post_init__(self):
         _check_counts(self)
         _check_numbers(self)
+        _check_types(self)
         for name, choices in (
             ("preset", PRESET_NAMES),
+            ("position_encoding", (None, *POSITION_ENCODINGS)),
             ("bucket_boundaries", BUCKET_BOUNDARY_NAMES),
             ("strategy", STRATEGY_NAMES),
             ("mixed_precision", MIXED_PRECISION_POLICIES),
@@ -518,3 +767,67 @@ class TrainConfig:
 
 
 RESUME_KEYS = resume_keys(TrainConfig)
+MODEL_SETTINGS = model_settings(TrainConfig)
+
+
+def planned_train_steps(config, batches_per_epoch):
+    """The train steps a run plans: `epochs x batches per epoch`.
+
+    Args:
+        config: a `TrainConfig`.
+        batches_per_epoch: int, the full batches of one pass over the data
+            (`data.count_batches(...)["batches"]`); unused with
+            `config.steps_per_epoch`.
+
+    Returns:
+        An int (0 when an epoch has no batch).
+    """
+    return config.epochs * (config.steps_per_epoch or batches_per_epoch)
+
+
+def resolve_warmup_steps(config, planned_steps):
+    """The warm-up steps of a run that plans `planned_steps` train steps.
+
+    `config.warmup_steps` when set; otherwise the paper's
+    `PAPER_WARMUP_STEPS` (4000, for WMT's 100,000 steps), or a tenth of
+    `planned_steps` when that is fewer (at least 1), so that a short run
+    leaves warm-up. `warmup_scale` gives the factor that keeps the
+    schedule's peak at the paper's.
+
+    Args:
+        config: a `TrainConfig`.
+        planned_steps: int, the run's train steps (epochs x batches per
+            epoch), or `None` when unknown (then the paper's 4000).
+
+    Returns:
+        A positive int.
+
+    Example:
+
+    >>> config = TrainConfig(train="demo", output="runs/x")
+    >>> resolve_warmup_steps(config, 300), resolve_warmup_steps(config, 10**6)
+    (30, 4000)
+    """
+    if config.warmup_steps is not None:
+        return config.warmup_steps
+    if planned_steps is None:
+        return PAPER_WARMUP_STEPS
+    if not _is_int(planned_steps) or planned_steps < 1:
+        raise ValueError(
+            "`planned_steps` must be a positive integer. Received: "
+            f"planned_steps={planned_steps!r}"
+        )
+    return min(PAPER_WARMUP_STEPS, max(1, int(planned_steps * WARMUP_FRACTION)))
+
+
+def warmup_scale(config, warmup_steps):
+    """The factor on the learning-rate schedule for `warmup_steps`.
+
+    `config.learning_rate_scale`, times `sqrt(warmup_steps / 4000)` when the
+    warm-up was not set (`resolve_warmup_steps` shortened it): the peak of
+    `lrate = scale * (d_model * warmup_steps)^-0.5` is then the paper's,
+    reached sooner, and the rate decays as `step^-0.5` from there.
+    """
+    if config.warmup_steps is not None:
+        return config.learning_rate_scale
+    return config.learning_rate_scale * math.sqrt(warmup_steps / PAPER_WARMUP_STEPS)

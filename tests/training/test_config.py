@@ -25,12 +25,30 @@ TRAIN_FLAGS = {
     "--steps-per-execution", "--jit", "--no-jit", "--mixed-precision",
     "--checkpoint-every", "--keep-checkpoints", "--deterministic",
 }  # fmt: skip
+# Added with the model settings, the config file and fine-tuning.
+NEW_FLAGS = {
+    "--init-from", "--vocabulary-sentences", "--label-smoothing",
+    "--bleu-sentences", "--bleu-beam-size", "--bleu-tokenize", "--devices",
+    "--num-layers", "--num-decoder-layers", "--d-model", "--num-heads",
+    "--d-ff", "--dropout", "--attention-dropout", "--activation-dropout",
+    "--activation", "--normalize-first", "--no-normalize-first",
+    "--layer-norm-epsilon", "--num-key-value-heads", "--position-encoding",
+    "--max-wavelength", "--max-relative-position", "--max-positions",
+    "--share-embeddings", "--no-share-embeddings", "--tie-output-embeddings",
+    "--no-tie-output-embeddings",
+}  # fmt: skip
+# The settings that have no flag, and why.
+UNFLAGGED = {
+    "model_overrides",  # a dict, for the Python API (the model settings are flags)
+    "verbose",  # Keras fit's verbosity; --verbose is the console switch
+}
 # The resume-compatibility keys before they came from the declaration.
 OLD_RESUME_KEYS = {
     "train", "mixed_precision", "preset", "model_overrides", "vocab_size",
     "shared_vocabulary", "steps_per_epoch", "batch_size", "batch_tokens",
     "max_length", "bucket_boundaries", "seed",
 }  # fmt: skip
+NEW_RESUME_KEYS = {"init_from", *settings.MODEL_SETTINGS}
 
 
 def _train_parser():
@@ -54,8 +72,15 @@ def test_every_field_is_declared_and_every_flag_is_generated():
 
 def test_train_command_keeps_its_flags():
     train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
-    assert _options(train) == TRAIN_FLAGS
-    assert _options(_train_parser()) == TRAIN_FLAGS
+    # --config: the settings file; --verbose: the console's switch.
+    assert _options(train) - {"--config", "--verbose"} == TRAIN_FLAGS | NEW_FLAGS
+    assert _options(_train_parser()) == TRAIN_FLAGS | NEW_FLAGS
+
+
+def test_every_setting_has_a_flag_but_the_python_only_ones():
+    flagged = {f.name for f in settings.flagged_settings(TrainConfig)}
+    declared = {f.name for f in settings.declared_settings(TrainConfig)}
+    assert declared - flagged == UNFLAGGED
 
 
 def test_default_flags_give_the_default_config():
@@ -106,7 +131,7 @@ def test_resume_keys_come_from_the_declaration():
     )
     assert settings.resume_keys(TrainConfig) == declared
     assert trainer.RESUME_KEYS == settings.RESUME_KEYS == declared
-    assert set(declared) == OLD_RESUME_KEYS
+    assert set(declared) == OLD_RESUME_KEYS | NEW_RESUME_KEYS
 
 
 def test_a_run_without_newer_keys_still_resumes(tmp_path):
@@ -158,8 +183,14 @@ def test_a_new_declared_setting_becomes_a_flag():
     values = settings.settings_from_flags(args, _Settings)
     assert (values["size"], values["every"]) == (4, None)
     assert settings.resume_keys(_Settings) == ("name", "hidden")
-    with pytest.raises(SystemExit):
-        parser.parse_args([])  # --name is required
+    # --name is required, here or in a settings file: the parser lets it out.
+    values = settings.settings_from_flags(parser.parse_args([]), _Settings)
+    assert "name" not in values
+    assert settings.missing_settings(_Settings, values) == ["--name"]
+    # Only the flags given, even when given their default value.
+    args = parser.parse_args(["--size", "3", "--no-slow", "--every", "0"])
+    given = settings.settings_from_flags(args, _Settings, explicit_only=True)
+    assert given == {"size": 3, "slow": False, "every": None}
     with pytest.raises(SystemExit):
         parser.parse_args(["--name", "x", "--mode", "c"])
 
@@ -186,6 +217,7 @@ for name, path in [("keras_transformer", {package!r}),
     module.__path__ = [path]
     sys.modules[name] = module
 from keras_transformer.training import config
+from keras_transformer.training import settings_file
 import json
 print(json.dumps([config.RESUME_KEYS, "tensorflow" in sys.modules,
                   "keras" in sys.modules]))

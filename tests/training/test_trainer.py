@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras_transformer import cli
 from keras_transformer import data
 from keras_transformer.training import trainer
+from keras_transformer.training.config import settings_from_flags
 
 
 class _IdTokenizer:
@@ -72,7 +73,9 @@ def test_cli_passes_bucket_boundaries():
     )
     assert args.bucket_boundaries == "fine"
     default = parser.parse_args(["train", "--train", "demo", "--output", "o"])
-    assert default.bucket_boundaries == "default"
+    assert settings_from_flags(default, trainer.TrainConfig)["bucket_boundaries"] == (
+        "default"
+    )
     assert "bucket_boundaries" in trainer.RESUME_KEYS
 
 

@@ -124,6 +124,8 @@ def fit_custom_loop(
     the cluster manager to restart the job; it also propagates an error of one
     worker to all of them. (It installs a SIGTERM handler, so this is only
     done in the main thread; the previous handler is put back at the end.)
+    With a single worker, a `KeyboardInterrupt` (Ctrl-C) during training
+    saves a checkpoint of the current step before it propagates.
 
     Args:
         model: a compiled `keras.Model` (optimizer, loss and metrics) created,
@@ -155,8 +157,9 @@ def fit_custom_loop(
             (e.g. from `WallClockLimit`) ends the epoch after that step, then
             training, as in `fit`; with several workers it is ignored (with a
             warning), as the workers cannot agree on when to stop.
-        verbose: int, `0` for silence, otherwise one line per epoch (on the
-            chief only). Defaults to `1`.
+        verbose: int, `0` for silence, otherwise one line per epoch and
+            `resuming from step N of M (checkpoint PATH)` when a checkpoint
+            is restored (on the chief only). Defaults to `1`.
         save_every_steps: optional int, also save every that many steps.
             Defaults to `None` (at epoch ends and on preemption only).
         max_to_keep: int, checkpoints kept in `checkpoint_dir`. Defaults to
@@ -225,7 +228,7 @@ def fit_custom_loop(
         task_id=task_id,
         is_chief=is_chief,
     )
-    progress.restore(verbose=verbose and is_chief)
+    progress.restore(verbose=verbose and is_chief, planned=epochs * steps_per_epoch)
     # Data: one iterator for the whole run, past the batches already used.
     iterator = iter(
         strategy.distribute_datasets_from_function(
@@ -360,18 +363,23 @@ class _Progress:
         """Steps done, counted from epoch 0."""
         return int(self.variable.numpy())
 
-    def restore(self, verbose=False):
+    def restore(self, verbose=False, planned=None):
         """Restores the latest checkpoint, if any, and starts after it.
 
         The run starts at the restored step, or at `first_step` when that is
-        later (or there is no checkpoint).
+        later (or there is no checkpoint). With `verbose`, prints
+        `resuming from step N of PLANNED (checkpoint PATH)`.
         """
         path = self.reader.latest_checkpoint
         if path:
             self.checkpoint.restore(path).expect_partial()
             self.saved_at = self.step
             if verbose:
-                print(f"Restored {path} (step {self.saved_at}).", flush=True)
+                print(
+                    f"resuming from step {self.saved_at} of {planned} "
+                    f"(checkpoint {path})",
+                    flush=True,
+                )
         self.variable.assign(max(self.step, self.first_step))
 
     def save(self):
@@ -490,13 +498,20 @@ class _EpochLoop:
         self.model.stop_training = False
         callback_list.on_train_begin()
         first_epoch = self.progress.step // self.steps_per_epoch
-        for epoch in range(first_epoch, self.epochs):
-            stop, logs = self._run_epoch(epoch, callback_list)
-            for name, value in logs.items():
-                history.setdefault(name, []).append(value)
-            if stop:
-                self.model.stop_training = True
-                break
+        try:
+            for epoch in range(first_epoch, self.epochs):
+                stop, logs = self._run_epoch(epoch, callback_list)
+                for name, value in logs.items():
+                    history.setdefault(name, []).append(value)
+                if stop:
+                    self.model.stop_training = True
+                    break
+        except KeyboardInterrupt:
+            # A save reads distributed variables: every worker must take
+            # part, so only a lone worker can save on its own Ctrl-C.
+            if self.num_workers == 1:
+                self.progress.save()
+            raise
         callback_list.on_train_end(logs=logs)
         return history
 

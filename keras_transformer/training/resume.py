@@ -112,7 +112,12 @@ class StepCheckpoint(keras.callbacks.Callback):
     exactly when its JSON exists. The last `keep` are kept.
 
     An epoch that ends because `model.stop_training` was set (a time limit,
-    early stopping) is recorded as not complete: a rerun finishes it.
+    early stopping) before its last batch (the `steps` of `fit`, when known)
+    is recorded as not complete: a rerun finishes it.
+
+    `save_interrupted()` saves the state reached when `fit` is cut short by
+    an exception (Ctrl-C's `KeyboardInterrupt`), counting the batches the
+    optimizer applied since the last `on_train_batch_end`.
 
     Args:
         directory: str, where to write (created).
@@ -123,6 +128,12 @@ class StepCheckpoint(keras.callbacks.Callback):
         keep: int >= 1, checkpoints kept.
         history: dict `{epoch: logs}` of the epochs before a resume, carried
             into the checkpoints (and `self.history`).
+
+    Attributes:
+        steps: batches trained on since the start of the run.
+        epochs_completed: epochs whose every batch was trained on.
+        last_saved: the path of the last checkpoint's weights file written
+            or restored, or `None`.
     """
 
     @property
@@ -147,17 +158,31 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.keep = keep
         self.history = {int(k): v for k, v in (history or {}).items()}
+        self.last_saved = None
+        self._saved_step = None
+        self._iterations = None
         self.start(0, 0, 0)
         self._offset = 0
 
     def start(self, epoch, batch, consumed):
         """Where the run starts: `(0, 0, 0)` for a new run, else the state's.
 
-        Also positions the data stream there.
+        Also positions the data stream there. The epochs before `epoch`
+        count as completed.
         """
         self._start_epoch, self._start_batch = epoch, batch
         self._epoch, self._batch, self._consumed = epoch, batch, consumed
+        self.epochs_completed = epoch
         self.position.set(epoch, consumed if self.position.repeat else batch)
+
+    def path(self, step):
+        """The weights file of the checkpoint of `step`."""
+        return os.path.join(self.directory, f"step-{step:08d}.weights.h5")
+
+    def restored(self, step):
+        """Records that the run continues from the checkpoint of `step`."""
+        self._saved_step = step
+        self.last_saved = self.path(step)
 
     def on_train_begin(self, logs=None):
         self._iterations = self._step()
@@ -198,10 +223,36 @@ class StepCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.history[epoch] = {k: float(v) for k, v in (logs or {}).items()}
-        if self.model.stop_training:
+        steps = (self.params or {}).get("steps")
+        finished = bool(steps) and self._batch - self._offset >= steps
+        if self.model.stop_training and not finished:
             self._save(epoch, self._batch, epoch_complete=False)
         else:
+            self.epochs_completed = epoch + 1
             self._save(epoch + 1, 0, epoch_complete=True)
+
+    def save_interrupted(self):
+        """Saves where training is now, after `fit` was interrupted.
+
+        The batches the optimizer stepped on since the last
+        `on_train_batch_end` (an interruption between a train step and its
+        callbacks) are counted as trained. Nothing is written when the last
+        checkpoint is already of the current step.
+
+        Returns:
+            The weights file of the checkpoint of the current step, or
+            `None` when training never started (no model yet).
+        """
+        if self.model is None or self._iterations is None:
+            return self.last_saved
+        missed = self._step() - self._iterations
+        if missed > 0:
+            self._iterations += missed
+            self._consumed += missed
+            self._batch += missed
+        if self._saved_step != self._consumed:
+            self._save(self._epoch, self._batch, epoch_complete=False)
+        return self.last_saved
 
     def _save(self, epoch, batch, epoch_complete):
         import tensorflow as tf
@@ -212,7 +263,7 @@ class StepCheckpoint(keras.callbacks.Callback):
         step = self._consumed
         gfile = tf.io.gfile
         gfile.makedirs(self.directory)
-        stem = os.path.join(self.directory, f"step-{step:08d}")
+        stem = self.path(step)[: -len(".weights.h5")]
         tmp = f"{stem}.tmp.weights.h5"
         self.model.save_weights(tmp)  # Keras copies to gs:// etc. itself.
         gfile.rename(tmp, f"{stem}.weights.h5", overwrite=True)
@@ -233,6 +284,8 @@ class StepCheckpoint(keras.callbacks.Callback):
         with gfile.GFile(f"{stem}.json.tmp", "w") as f:
             f.write(json.dumps(state))
         gfile.rename(f"{stem}.json.tmp", f"{stem}.json", overwrite=True)
+        self._saved_step = step
+        self.last_saved = f"{stem}.weights.h5"
         for old in list_checkpoints(self.directory)[: -self.keep]:
             for suffix in (".json", ".weights.h5"):
                 path = old[: -len(".json")] + suffix
@@ -253,7 +306,15 @@ class _StopAfterOneEpoch(keras.callbacks.Callback):
 
 
 def fit_by_epoch(
-    model, dataset, *, epochs, initial_epoch=0, callbacks=(), stop=None, **kwargs
+    model,
+    dataset,
+    *,
+    epochs,
+    initial_epoch=0,
+    callbacks=(),
+    stop=None,
+    epoch_steps=None,
+    **kwargs,
 ):
     """`model.fit` one epoch at a time, for datasets of unknown cardinality.
 
@@ -271,6 +332,11 @@ def fit_by_epoch(
         callbacks: list of callbacks, passed to every call.
         stop: optional callable; when it returns `True` after an epoch, no
             more epochs run (e.g. a `WallClockLimit` that fired).
+        epoch_steps: optional callable `epoch -> int`, the batches of that
+            epoch's data (counted once; a resumed epoch has fewer), given to
+            `fit` as `steps_per_epoch`: the progress bar then shows the
+            count, and Keras neither counts the batches itself nor warns
+            that the input ran out of data.
         **kwargs: other `fit` arguments (`validation_data`, `verbose`...).
 
     Returns:
@@ -278,12 +344,14 @@ def fit_by_epoch(
     """
     histories = []
     for epoch in range(initial_epoch, epochs):
+        steps = {"steps_per_epoch": epoch_steps(epoch)} if epoch_steps else {}
         histories.append(
             model.fit(
                 dataset,
                 epochs=epochs,
                 initial_epoch=epoch,
                 callbacks=list(callbacks) + [_StopAfterOneEpoch()],
+                **steps,
                 **kwargs,
             )
         )

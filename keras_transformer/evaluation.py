@@ -100,12 +100,8 @@ def evaluate_translator(
         the order of `pairs`) and `examples` (the first five `(source,
         reference, hypothesis)` triples).
     """
-    from keras_transformer.data import as_corpus
     from keras_transformer.export import Translator
 
-    pairs = list(as_corpus(pairs))  # `str` pairs, UTF-8 checked
-    sources = [s for s, _ in pairs]
-    references = [t for _, t in pairs]
     translator = Translator(
         model,
         source_tokenizer,
@@ -113,7 +109,37 @@ def evaluate_translator(
         beam_size=beam_size,
         length_penalty=length_penalty,
     )
-    hypotheses = translate_all(translator, sources, batch_size)
+    return evaluate_translations(
+        lambda sources: translate_all(translator, sources, batch_size),
+        pairs,
+        bleu_tokenize=bleu_tokenize,
+    )
+
+
+def evaluate_translations(translate, pairs, bleu_tokenize="13a"):
+    """Scores the translations `translate` gives of the sources of `pairs`.
+
+    Args:
+        translate: a function `list[str] -> list[str]` (e.g. a
+            `CTranslate2Translator`'s `translate`).
+        pairs: list of `(source, target)` strings (or bytes).
+        bleu_tokenize: see `score_translations`.
+
+    Returns:
+        As `evaluate_translator`.
+
+    Example:
+
+    >>> scores = evaluate_translations(str.upper, [("ab", "AB"), ("c", "d")])
+    >>> scores["exact_match"], scores["hypotheses"]
+    (0.5, ['AB', 'C'])
+    """
+    from keras_transformer.data import as_corpus
+
+    pairs = list(as_corpus(pairs))  # `str` pairs, UTF-8 checked
+    sources = [s for s, _ in pairs]
+    references = [t for _, t in pairs]
+    hypotheses = list(translate(sources))
     scores = score_translations(hypotheses, references, bleu_tokenize)
     scores["hypotheses"] = hypotheses
     scores["examples"] = list(zip(sources, references, hypotheses))[:5]

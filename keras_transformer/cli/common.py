@@ -145,3 +145,18 @@ def output_file(text):
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"no such directory: {folder}")
     return text
+
+
+def load_ctranslate2_dir(directory):
+    """A `CTranslate2Translator` of an exported CTranslate2 directory, or
+    `None` when `directory` is not one. A missing `ctranslate2` is a
+    `UserError` naming the extra to install."""
+    from keras_transformer.export.ctranslate2 import CTranslate2Translator
+    from keras_transformer.export.ctranslate2 import is_ctranslate2_dir
+
+    if not is_ctranslate2_dir(directory):
+        return None
+    try:
+        return CTranslate2Translator(directory)
+    except ImportError as error:
+        raise UserError(str(error)) from None

@@ -12,7 +12,13 @@ from keras_transformer.cli import common
 
 def add_command(commands):
     evaluate = commands.add_parser("evaluate", help="sacreBLEU/chrF on a test set.")
-    evaluate.add_argument("--model", required=True, metavar="DIR")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="A model directory (written by train or average) or a CTranslate2 "
+        "export (export --format ctranslate2).",
+    )
     evaluate.add_argument(
         "--test",
         required=True,
@@ -42,16 +48,18 @@ def run(args):
     from keras_transformer.evaluation import write_scores_json
 
     pairs = common.read_pairs(args.test)
-    model, source_tokenizer, target_tokenizer = common.load_model_dir(args.model)
-    common.check_beam_size(model, args.beam_size)
-    scores = evaluate_translator(
-        model,
-        source_tokenizer,
-        target_tokenizer,
-        pairs,
-        beam_size=args.beam_size,
-        length_penalty=args.length_penalty,
-    )
+    scores = _ctranslate2_scores(args, pairs)
+    if scores is None:
+        model, source_tokenizer, target_tokenizer = common.load_model_dir(args.model)
+        common.check_beam_size(model, args.beam_size)
+        scores = evaluate_translator(
+            model,
+            source_tokenizer,
+            target_tokenizer,
+            pairs,
+            beam_size=args.beam_size,
+            length_penalty=args.length_penalty,
+        )
     print(format_scores(scores))
     if args.output_json:
         settings = {
@@ -66,3 +74,19 @@ def run(args):
         write_lines(args.hypotheses, scores["hypotheses"])
         print(f"Wrote {len(scores['hypotheses'])} translations to {args.hypotheses}")
     return scores
+
+
+def _ctranslate2_scores(args, pairs):
+    """The scores of a CTranslate2 export (`export --format ctranslate2`), or
+    `None` when `--model` is not one."""
+    from keras_transformer.evaluation import evaluate_translations
+
+    translator = common.load_ctranslate2_dir(args.model)
+    if translator is None:
+        return None
+    return evaluate_translations(
+        lambda sources: translator.translate(
+            sources, beam_size=args.beam_size, length_penalty=args.length_penalty
+        ),
+        pairs,
+    )

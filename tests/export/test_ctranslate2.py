@@ -375,6 +375,17 @@ def test_cli_export_ctranslate2(small_model_dir, tmp_path, capsys):
     translator = CTranslate2Translator(output)
     assert _ct2_ids(translator, sentences) == _generate(model, tokenizer, sentences)
 
+    # `evaluate` takes the export: the same hypotheses as the model's own.
+    valid = f"tsv:{small_model_dir.parent / 'valid.tsv'}"
+    hypotheses = {}
+    for name, model_dir in (("ct2", output), ("keras", small_model_dir)):
+        hypotheses[name] = tmp_path / f"{name}.txt"
+        assert cli.main(["evaluate", "--model", str(model_dir), "--test", valid,
+                         "--beam-size", "1", "--hypotheses",
+                         str(hypotheses[name])]) == 0  # fmt: skip
+    assert hypotheses["ct2"].read_text() == hypotheses["keras"].read_text()
+    capsys.readouterr()
+
     # Never into a directory that holds something.
     assert _cli("--model", small_model_dir, "--format", "ctranslate2",
                 "--output", output) == 2  # fmt: skip

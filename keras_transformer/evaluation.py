@@ -130,7 +130,8 @@ def evaluate_translations(translate, pairs, bleu_tokenize="13a"):
 
     Example:
 
-    >>> scores = evaluate_translations(str.upper, [("ab", "AB"), ("c", "d")])
+    >>> upper = lambda sentences: [s.upper() for s in sentences]
+    >>> scores = evaluate_translations(upper, [("ab", "AB"), ("c", "d")])
     >>> scores["exact_match"], scores["hypotheses"]
     (0.5, ['AB', 'C'])
     """

@@ -5,7 +5,9 @@
               -> TokenEmbedding.logits (the tied embedding matrix, transposed)
 
 It learns to count in English words ("twenty one , twenty two , ...") and
-generates greedily with the decoder's fixed-size key/value cache:
+generates greedily (or samples, with a temperature, top-k and top-p, from
+`keras_transformer.decoding.sampling`) with the decoder's fixed-size
+key/value cache:
 `decoder.init_cache(batch_size, max_length)` once (per block, separate
 heads-major key and value buffers `(batch_size, heads, max_length, key_dim)`),
 then one position at a time with `cache=` and `cache_index=`. Nothing grows,
@@ -21,6 +23,9 @@ module is imported.
 Run:
 
     python examples/custom_models/decoder_only_lm.py --output-dir runs/lm
+    # also print a sampled continuation:
+    python examples/custom_models/decoder_only_lm.py --output-dir runs/lm \
+        --sampling --temperature 0.8 --top-k 5
 """
 
 import argparse
@@ -32,7 +37,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_transformer.decoding.generation import check_sampling_settings
 from keras_transformer.decoding.generation import resolve_cache_dtype
+from keras_transformer.decoding.sampling import sampling_next_token
+from keras_transformer.decoding.sampling import seed_key
 from keras_transformer.layers import Decoder
 from keras_transformer.layers import TokenEmbedding
 from keras_transformer.special_tokens import BOS_ID
@@ -240,11 +248,22 @@ class DecoderOnlyLM(keras.Model):
         x, cache = self.decoder(x, cache=cache, cache_index=cache_index, training=False)
         return self.embedding.logits(x), cache
 
-    def _cached_search(self, prompt_ids, max_new_tokens, cache_dtype=None):
-        """Greedy search with the fixed-size cache, as one while loop.
+    def _cached_search(
+        self, prompt_ids, max_new_tokens, cache_dtype=None, sampling=None, key=None
+    ):
+        """Greedy search (or sampling) with the fixed-size cache, one while loop.
 
         `cache_dtype`: of the key/value buffers; `None` for the compute dtype.
+        `sampling`: `None` (greedy) or `(temperature, top_k, top_p)`: each
+        token is drawn by the library's sampling step
+        (`keras_transformer.decoding.sampling.sampling_next_token`; PAD and
+        BOS never drawn) with the int64 `(2,)` `key`.
         """
+        if sampling is None:
+            pick = lambda logits, step: ops.cast(ops.argmax(logits, axis=-1), "int32")
+        else:
+            banned = (self.pad_id, BOS_ID)
+            pick = sampling_next_token(*sampling, banned_ids=banned, key=key)
         batch_size, prompt_length = ops.shape(prompt_ids)[0], prompt_ids.shape[1]
         max_length = prompt_length + max_new_tokens
         cache = self.decoder.init_cache(batch_size, max_length, dtype=cache_dtype)
@@ -259,8 +278,7 @@ class DecoderOnlyLM(keras.Model):
         positions = ops.arange(max_new_tokens, dtype="int32")
 
         def body(step, tokens, all_logits, last_logits, finished, cache):
-            next_ids = ops.cast(ops.argmax(last_logits, axis=-1), "int32")
-            next_ids = ops.where(finished, self.pad_id, next_ids)
+            next_ids = ops.where(finished, self.pad_id, pick(last_logits, step))
             written = ops.equal(positions, step)  # (N,)
             tokens = ops.where(written[None, :], next_ids[:, None], tokens)
             all_logits = ops.where(
@@ -285,9 +303,18 @@ class DecoderOnlyLM(keras.Model):
         return tokens, all_logits
 
     def generate(
-        self, prompt_ids, max_new_tokens=20, jit_compile=True, return_logits=False
+        self,
+        prompt_ids,
+        max_new_tokens=20,
+        jit_compile=True,
+        return_logits=False,
+        sampling=False,
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        seed=None,
     ):
-        """Greedy continuation of prompts, with the fixed-size cache.
+        """Greedy (or sampled) continuation of prompts, with the fixed-size cache.
 
         Args:
             prompt_ids: int `(batch_size, prompt_length)`, BOS first, no
@@ -301,26 +328,39 @@ class DecoderOnlyLM(keras.Model):
                 float32 for a 16-bit model compiled on a CPU.
             return_logits: bool, also return the float32 logits each token
                 was chosen from, `(batch_size, max_new_tokens, vocabulary)`
-                (zeros after the search stopped).
+                (zeros after the search stopped; unfiltered when sampling).
+            sampling: bool, draw each token instead of taking the argmax.
+            temperature, top_k, top_p, seed: the sampling settings, as in
+                `keras_transformer.decoding.generate` (the same seed gives
+                the same tokens, with and without XLA).
 
         Returns:
             int32 numpy `(batch_size, max_new_tokens)`, and the logits if
             asked.
         """
         prompt_ids = _check_prompt(prompt_ids, self.pad_id)
+        sampled = check_sampling_settings(
+            self.vocabulary_size, 1, sampling, temperature, top_k, top_p, seed
+        )
         if not self.built:
             self.build()
-        key = (prompt_ids.shape, int(max_new_tokens), bool(jit_compile))
+        settings = None if sampled is None else sampled[:3]
+        key = (prompt_ids.shape, int(max_new_tokens), bool(jit_compile), settings)
         # A plain dict in __dict__, so Keras does not track it.
         functions = self.__dict__.setdefault("_generate_functions", {})
         if key not in functions:
             cache_dtype = resolve_cache_dtype(self, jit_compile)
             functions[key] = tf.function(
-                lambda ids: self._cached_search(ids, key[1], cache_dtype),
+                lambda ids, seed_key: self._cached_search(
+                    ids, key[1], cache_dtype, settings, seed_key
+                ),
                 jit_compile=jit_compile,
                 autograph=False,
             )
-        tokens, logits = functions[key](tf.constant(prompt_ids, tf.int32))
+        seed = np.zeros(2, np.int64) if sampled is None else seed_key(sampled[3])
+        tokens, logits = functions[key](
+            tf.constant(prompt_ids, tf.int32), tf.constant(seed)
+        )
         tokens = np.asarray(tokens)
         return (tokens, np.asarray(logits)) if return_logits else tokens
 
@@ -388,7 +428,7 @@ def _check_prompt(prompt_ids, pad_id):
 
 
 def continue_text(model, text, max_new_tokens=20, **kwargs):
-    """Greedy continuation of a text prompt, as words."""
+    """Continuation of a text prompt, as words (`kwargs`: of `generate`)."""
     ids = model.generate([encode(text)], max_new_tokens, **kwargs)
     return decode(ids[0])
 
@@ -418,6 +458,14 @@ def parse_args(argv):
     parser.add_argument(
         "--no-jit-compile", action="store_true", help="Train and generate without XLA."
     )
+    parser.add_argument(
+        "--sampling",
+        action="store_true",
+        help="Also print a sampled continuation (drawn with --seed).",
+    )
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--verbose", type=int, default=2)
     return parser.parse_args(argv)
 
@@ -427,7 +475,8 @@ def main(argv=None):
 
     Returns:
         dict with `"model"`, `"history"`, `"prompt"`, `"generated"` (words),
-        `"generated_ids"` and `"model_path"`.
+        `"generated_ids"`, `"sampled"` (words with `--sampling`, else
+        `None`) and `"model_path"`.
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
     keras.utils.set_random_seed(args.seed)
@@ -467,6 +516,20 @@ def main(argv=None):
         raise RuntimeError(f"Cached generation {ids} != recomputed {reference}.")
     generated = decode(ids[0])
     print(f"{args.prompt!r} -> {generated!r} (cached == recomputed)")
+    sampled = None
+    if args.sampling:
+        sampled = continue_text(
+            model,
+            args.prompt,
+            args.max_new_tokens,
+            jit_compile=jit,
+            sampling=True,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+        print(f"{args.prompt!r} -> {sampled!r} (sampled)")
 
     os.makedirs(args.output_dir, exist_ok=True)
     model_path = os.path.join(args.output_dir, MODEL_FILE)
@@ -478,6 +541,7 @@ def main(argv=None):
         "prompt": args.prompt,
         "generated": generated,
         "generated_ids": ids,
+        "sampled": sampled,
         "model_path": model_path,
     }
 

@@ -1,4 +1,4 @@
-"""`generate()`: greedy or beam search, compiled with XLA by default."""
+"""`generate()`: greedy search, beam search or sampling, compiled with XLA."""
 
 import keras
 import numpy as np
@@ -6,6 +6,9 @@ import tensorflow as tf
 
 from keras_transformer.decoding.beam import beam_search
 from keras_transformer.decoding.greedy import greedy_search
+from keras_transformer.decoding.sampling import check_sampling_arguments
+from keras_transformer.decoding.sampling import sampled_search
+from keras_transformer.decoding.sampling import seed_key
 from keras_transformer.utils import check_positive_int
 from keras_transformer.utils import cpu_tuned_paths
 from keras_transformer.utils import standardize_cache_dtype
@@ -105,11 +108,30 @@ def search_function(
     num_return_sequences=1,
     return_attention=False,
     cache_dtype=None,
+    sampling=False,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
 ):
-    """The plain (uncompiled) search for these settings: `source_ids -> dict`.
+    """The plain (uncompiled) search for these settings.
 
-    Greedy when `beam_size == 1`, else beam search; see `generate`.
+    Greedy when `beam_size == 1`, else beam search: `source_ids -> dict`.
+    With `sampling=True` (and `beam_size == 1`), sampled decoding:
+    `(source_ids, key) -> dict`, `key` int64 `(2,)` (see
+    `decoding.sampling.seed_key`). See `generate`.
     """
+    if sampling:
+        return lambda source_ids, key: sampled_search(
+            model,
+            source_ids,
+            max_length,
+            key,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            return_attention=return_attention,
+            cache_dtype=cache_dtype,
+        )
     if beam_size == 1:
         return lambda source_ids: greedy_search(
             model,
@@ -130,6 +152,51 @@ def search_function(
     )
 
 
+def check_sampling_settings(
+    vocabulary_size, beam_size, sampling, temperature, top_k, top_p, seed
+):
+    """Validates `generate()`'s sampling arguments against the search.
+
+    Args:
+        vocabulary_size: int, the model's output vocabulary.
+        beam_size: int, validated.
+        sampling: bool, whether to sample.
+        temperature, top_k, top_p, seed: see `generate`.
+
+    Returns:
+        `None` without sampling; else `(temperature, top_k, top_p, seed)`
+        validated (see `decoding.sampling.check_sampling_arguments`).
+
+    Raises:
+        ValueError: when `sampling` is not a bool; when sampling with
+            `beam_size > 1`; when a sampling setting is given without
+            `sampling=True`; when a setting breaks its rule.
+    """
+    if not isinstance(sampling, bool | np.bool_):
+        raise ValueError(f"`sampling` must be a bool. Received: sampling={sampling}")
+    if not sampling:
+        given = {
+            name: value
+            for name, value, default in (
+                ("temperature", temperature, 1.0),
+                ("top_k", top_k, None),
+                ("top_p", top_p, None),
+                ("seed", seed, None),
+            )
+            if value != default
+        }
+        if given:
+            names = ", ".join(f"{name}={value}" for name, value in given.items())
+            raise ValueError(f"{names} apply only with sampling=True.")
+        return None
+    if beam_size != 1:
+        raise ValueError(
+            "sampling=True draws one sequence per input and needs beam_size=1. "
+            f"Received: beam_size={beam_size}"
+        )
+    return check_sampling_arguments(temperature, top_k, top_p, seed, vocabulary_size)
+
+
 def generate(
     model,
     source_ids,
@@ -141,8 +208,14 @@ def generate(
     return_attention=False,
     jit_compile=True,
     cache_dtype=None,
+    sampling=False,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    seed=None,
 ):
-    """Translates token ids with greedy (`beam_size=1`) or beam search.
+    """Translates token ids with greedy (`beam_size=1`) or beam search, or
+    samples them.
 
     The whole search is one `tf.while_loop` with a fixed-size key/value
     cache (per decoder block, heads-major key and value buffers; see
@@ -177,6 +250,22 @@ def generate(
             model's compute dtype, except float32 for a 16-bit policy
             compiled with XLA on a CPU-only machine (see
             `resolve_cache_dtype`).
+        sampling: bool, draw each token from the model's distribution
+            instead of searching (as for back-translation); needs
+            `beam_size=1`. Greedy search's loop and cache, with the drawn
+            token in place of the argmax; the `"scores"` are then the drawn
+            tokens' summed log-probabilities under the model.
+        temperature: positive float (sampling only): the logits are divided
+            by it; below 1 sharpens the distribution, above 1 flattens it.
+        top_k: int (sampling only): draw from the `top_k` most probable
+            tokens only. `None`: all.
+        top_p: float in `(0, 1]` (sampling only): draw from the nucleus,
+            the most probable tokens whose probabilities first sum to
+            `top_p` (after `top_k`). `None`: all.
+        seed: int in `[0, 2**32 - 1]` (sampling only): the same seed gives
+            the same ids, with and without XLA (the draws are stateless
+            Philox random numbers keyed by the seed and the step). `None`:
+            a seed drawn from NumPy's global generator.
 
     Returns:
         int32 ids `(batch_size, length)` (or `(batch_size, n, length)` when
@@ -191,6 +280,15 @@ def generate(
     max_length, beam_size, num_return_sequences = check_search_arguments(
         model, max_length, beam_size, num_return_sequences
     )
+    sampled = check_sampling_settings(
+        model.output_vocabulary_size,
+        beam_size,
+        sampling,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    )
     cache_dtype = resolve_cache_dtype(model, jit_compile, cache_dtype)
     if not model.built:
         model.build()
@@ -203,7 +301,11 @@ def generate(
         cache_dtype,
         bool(jit_compile),
     )
-    outputs = _compiled_search(model, settings)(source_ids)
+    search = _compiled_search(model, settings, None if sampled is None else sampled[:3])
+    if sampled is None:
+        outputs = search(source_ids)
+    else:
+        outputs = search(source_ids, tf.constant(seed_key(sampled[3])))
     outputs = _trim_padding(outputs, model.pad_id)
     if num_return_sequences == 1 and beam_size > 1:
         outputs = {name: value[:, 0] for name, value in outputs.items()}
@@ -230,16 +332,23 @@ def _standardize_source_ids(source_ids):
     return tf.cast(source_ids, tf.int32)
 
 
-def _compiled_search(model, settings):
+def _compiled_search(model, settings, sampling=None):
     """The `tf.function` of the search for `settings`, kept on the model.
 
     `settings` is `(max_length, beam_size, length_penalty,
-    num_return_sequences, return_attention, cache_dtype, jit_compile)`; one
-    function is traced (and with `jit_compile`, compiled) per settings and
-    source shape, and reused by later calls.
+    num_return_sequences, return_attention, cache_dtype, jit_compile)`;
+    `sampling` is `None` or `(temperature, top_k, top_p)` (the sampled
+    searches are kept apart, keyed by both). One function is traced (and
+    with `jit_compile`, compiled) per settings and source shape, and reused
+    by later calls (the sampling seed is an input: a new seed reuses it).
     """
-    functions = model.__dict__.setdefault("_generate_functions", {})
-    if settings not in functions:
+    if sampling is None:
+        functions = model.__dict__.setdefault("_generate_functions", {})
+        key = settings
+    else:
+        functions = model.__dict__.setdefault("_sampling_functions", {})
+        key = (settings, sampling)
+    if key not in functions:
         max_length, beam_size, alpha, n, attention, cache_dtype, jit = settings
         search = search_function(
             model,
@@ -249,11 +358,13 @@ def _compiled_search(model, settings):
             n,
             return_attention=attention,
             cache_dtype=cache_dtype,
+            sampling=sampling is not None,
+            **dict(zip(("temperature", "top_k", "top_p"), sampling or ())),
         )
-        functions[settings] = tf.function(
+        functions[key] = tf.function(
             search, jit_compile=jit, reduce_retracing=True, autograph=False
         )
-    return functions[settings]
+    return functions[key]
 
 
 def _trim_padding(outputs, pad_id):

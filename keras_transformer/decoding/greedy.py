@@ -10,7 +10,12 @@ from keras_transformer.utils import dynamic_update
 
 
 def greedy_search(
-    model, source_ids, max_length, return_attention=False, cache_dtype=None
+    model,
+    source_ids,
+    max_length,
+    return_attention=False,
+    cache_dtype=None,
+    next_token=None,
 ):
     """Greedy decoding: the most probable token at every step.
 
@@ -28,13 +33,21 @@ def greedy_search(
             encoder-decoder attention weights, averaged over heads.
         cache_dtype: float dtype of the key/value caches. Defaults to the
             model's compute dtype.
+        next_token: `None` (the argmax) or a function
+            `(log_probs, step) -> int32 (batch_size,)` that picks each
+            step's token from the float32 `(batch_size, vocabulary)`
+            log-probabilities (PAD and BOS at -1e9) and the int32 step
+            index; `decoding.sampling.sampled_search` passes one that
+            samples.
 
     Returns:
         A dict with `"ids"` int32 `(batch_size, max_length)` (EOS included
         when produced, `pad_id` after it), `"scores"` float32
-        `(batch_size,)` (sum of token log-probabilities) and, if asked,
+        `(batch_size,)` (sum of the chosen tokens' log-probabilities) and, if asked,
         `"attention"` float32 `(batch_size, max_length, source_length)`.
     """
+    if next_token is None:
+        next_token = _most_probable
     batch_size = ops.shape(source_ids)[0]
     state = start_state(
         model, source_ids, max_length, batch_size, cache_dtype=cache_dtype
@@ -60,7 +73,7 @@ def greedy_search(
             output_projection=projection,
         )
         log_probs = next_token_log_probs(model, logits[:, 0])  # (B, V)
-        next_ids = first_argmax(log_probs)
+        next_ids = next_token(log_probs, index)
         next_ids = ops.where(finished, model.pad_id, next_ids)
         token_log_probs = ops.take_along_axis(log_probs, next_ids[:, None], axis=-1)
         scores = scores + ops.where(finished, 0.0, token_log_probs[:, 0])
@@ -87,3 +100,8 @@ def greedy_search(
     if return_attention:
         outputs["attention"] = attention
     return outputs
+
+
+def _most_probable(log_probs, step):
+    """Greedy search's choice: the first most probable token."""
+    return first_argmax(log_probs)

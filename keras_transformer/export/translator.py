@@ -3,7 +3,9 @@
 import tensorflow as tf
 
 from keras_transformer.decoding.generation import EXTRA_LENGTH
+from keras_transformer.decoding.generation import check_sampling_settings
 from keras_transformer.decoding.generation import search_function
+from keras_transformer.decoding.sampling import seed_key
 from keras_transformer.text.subword_tokenizer import sanitize_utf8
 
 
@@ -27,6 +29,21 @@ class Translator(tf.Module):
     - generation stops at EOS or `max_extra_length` tokens past the longest
       (possibly truncated) source of the batch.
 
+    With `sampling=True`, `translate` draws each translation from the model
+    (as for back-translation; see `keras_transformer.decoding.generate`)
+    instead of beam search. Its random numbers are keyed by the seed and a
+    call counter (a variable, saved with the translator), so successive
+    calls draw afresh while a translator made with the same seed repeats
+    the same draws for the same calls.
+
+    Besides the two signatures, a SavedModel of the translator keeps two
+    functions for clients that load it with `tf.saved_model.load`:
+    `settings()` (a dict of scalars: `beam_size`, `length_penalty`,
+    `max_input_tokens`, `sampling`, `temperature`, `top_k` (0: none),
+    `top_p`, `seed`) and `count_source_tokens(sentences)` (each sentence's
+    subword tokens before truncation, EOS included), which tell a caller
+    what the export does and which inputs it cuts.
+
     Args:
         model: a trained `keras_transformer.Transformer`.
         source_tokenizer: `keras_transformer.text.SubwordTokenizer` of the
@@ -38,6 +55,12 @@ class Translator(tf.Module):
         max_input_tokens: int, source tokens kept per sentence.
         max_extra_length: int, the paper's "input length + 50".
         append_eos: bool, whether source ids end with EOS (as in training).
+        sampling: bool, `translate` samples (needs `beam_size=1`).
+        temperature: positive float, sampling temperature.
+        top_k: int or `None`, sample from the `top_k` most probable tokens.
+        top_p: float in `(0, 1]` or `None`, nucleus sampling.
+        seed: int in `[0, 2**32 - 1]` or `None` (drawn from NumPy's global
+            generator).
 
     Example:
 
@@ -58,6 +81,11 @@ class Translator(tf.Module):
         max_input_tokens=256,
         max_extra_length=EXTRA_LENGTH,
         append_eos=True,
+        sampling=False,
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        seed=None,
     ):
         super().__init__(name="translator")
         for name, value in (
@@ -69,6 +97,9 @@ class Translator(tf.Module):
                 raise ValueError(
                     f"`{name}` must be a positive integer. Received: {value}"
                 )
+        sampled = _check_sampling(
+            model, beam_size, sampling, temperature, top_k, top_p, seed
+        )
         if model.position_encoding == "learned":
             # Learned positions stop at max_positions: clamp both lengths.
             max_input_tokens = min(max_input_tokens, model.max_positions)
@@ -82,9 +113,18 @@ class Translator(tf.Module):
         self.max_input_tokens = max_input_tokens
         self.max_extra_length = max_extra_length
         self.append_eos = append_eos
+        self.sampling = bool(sampling)
+        self.temperature, self.top_k, self.top_p, self.seed = sampled
+        if self.sampling:
+            # One key per call: [seed, number of earlier calls].
+            self.sampling_calls = tf.Variable(
+                0, dtype=tf.int64, trainable=False, name="sampling_calls"
+            )
         signature = tf.TensorSpec([None], tf.string, name="sentences")
         self.translate = tf.function(
-            lambda sentences: self._translate(sentences, self.beam_size),
+            lambda sentences: self._translate(
+                sentences, self.beam_size, sampling=self.sampling
+            ),
             input_signature=[signature],
             autograph=False,
         )
@@ -93,6 +133,29 @@ class Translator(tf.Module):
             input_signature=[signature],
             autograph=False,
         )
+        self.count_source_tokens = tf.function(
+            self._count_source_tokens, input_signature=[signature], autograph=False
+        )
+        self.settings = tf.function(self._settings, input_signature=[], autograph=False)
+
+    def _settings(self):
+        """What `translate` does, as scalar tensors (see the class docstring)."""
+        return {
+            "beam_size": tf.constant(self.beam_size, tf.int32),
+            "length_penalty": tf.constant(self.length_penalty, tf.float32),
+            "max_input_tokens": tf.constant(self.max_input_tokens, tf.int32),
+            "sampling": tf.constant(self.sampling),
+            "temperature": tf.constant(self.temperature, tf.float32),
+            "top_k": tf.constant(self.top_k or 0, tf.int32),
+            "top_p": tf.constant(self.top_p or 1.0, tf.float32),
+            "seed": tf.constant(self.seed, tf.int64),
+        }
+
+    def _count_source_tokens(self, sentences):
+        """int32 `(B,)`: each sentence's subword tokens, EOS included, before
+        truncation to `max_input_tokens`."""
+        ids = self.source_tokenizer.tokenize(sanitize_utf8(sentences))
+        return tf.cast(ids.row_lengths(), tf.int32) + int(self.append_eos)
 
     def _encode(self, sentences):
         """Strings `(B,)` -> int32 ids `(B, S)` padded with 0, and emptiness."""
@@ -106,7 +169,7 @@ class Translator(tf.Module):
             ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
         return ids.to_tensor(default_value=self.model.pad_id), empty
 
-    def _translate(self, sentences, beam_size):
+    def _translate(self, sentences, beam_size, sampling=False):
         source_ids, empty = self._encode(sentences)
         max_length = tf.shape(source_ids)[1] + self.max_extra_length
         if self.model.position_encoding == "learned":
@@ -116,8 +179,17 @@ class Translator(tf.Module):
             max_length,
             beam_size=beam_size,
             length_penalty=self.length_penalty,
+            sampling=sampling,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
         )
-        outputs = search(source_ids)
+        if sampling:
+            calls = self.sampling_calls.assign_add(1) - 1
+            key = tf.stack([tf.constant(self.seed, tf.int64), calls])
+            outputs = search(source_ids, key)
+        else:
+            outputs = search(source_ids)
         ids, scores = outputs["ids"], outputs["scores"]
         if beam_size > 1:
             ids, scores = ids[:, 0], scores[:, 0]
@@ -131,8 +203,30 @@ class Translator(tf.Module):
         return [t.decode("utf-8") for t in outputs["translations"].numpy()]
 
     def signatures(self):
-        """The SavedModel signatures: `serving_default` and `translate_greedy`."""
+        """The SavedModel signatures: `serving_default` (`translate`) and
+        `translate_greedy`."""
         return {
             "serving_default": self.translate.get_concrete_function(),
             "translate_greedy": self.translate_greedy.get_concrete_function(),
         }
+
+
+def _check_sampling(model, beam_size, sampling, temperature, top_k, top_p, seed):
+    """The validated `(temperature, top_k, top_p, seed)` of a `Translator`.
+
+    Without sampling: the defaults `(1.0, None, None, 0)`. With it and
+    `seed=None`, a seed drawn from NumPy's global generator.
+    """
+    sampled = check_sampling_settings(
+        model.output_vocabulary_size,
+        beam_size,
+        sampling,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    )
+    if sampled is None:
+        return 1.0, None, None, 0
+    temperature, top_k, top_p, seed = sampled
+    return temperature, top_k, top_p, int(seed_key(seed)[0])

@@ -447,11 +447,12 @@ class Transformer(keras.Model):
         return outputs[0] if len(outputs) == 1 else outputs
 
     def generate(self, source_ids, **kwargs):
-        """Translates `source_ids` by greedy or beam search.
+        """Translates `source_ids` by greedy or beam search, or samples.
 
         See `keras_transformer.decoding.generate` for the arguments
         (`max_length`, `beam_size`, `length_penalty`, `num_return_sequences`,
-        `return_scores`, `return_attention`, `jit_compile`, `cache_dtype`).
+        `return_scores`, `return_attention`, `jit_compile`, `cache_dtype`,
+        `sampling`, `temperature`, `top_k`, `top_p`, `seed`).
         """
         return generate(self, source_ids, **kwargs)
 

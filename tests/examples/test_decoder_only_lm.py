@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from scipy import stats
 
 from tests.examples import load_example
 
@@ -13,6 +14,7 @@ TINY = [
     "--steps-per-epoch", "4", "--batch-size", "8", "--num-layers", "2",
     "--d-model", "16", "--num-heads", "2", "--d-ff", "32",
     "--max-new-tokens", "6", "--no-jit-compile", "--verbose", "0",
+    "--sampling", "--temperature", "0.8", "--top-k", "5",
 ]  # fmt: skip
 PROMPTS = np.array(
     [
@@ -130,3 +132,55 @@ def test_cached_search_uses_the_librarys_cache_dtype(monkeypatch):
         resolve_cache_dtype(model, jit_compile=False),
         resolve_cache_dtype(model, jit_compile=True),
     ]
+
+
+def test_main_prints_a_sampled_continuation(trained):
+    model = trained["model"]
+    expected = example.continue_text(
+        model, "twenty one , twenty two ,", 6, jit_compile=False, sampling=True,
+        temperature=0.8, top_k=5, seed=0,
+    )  # fmt: skip
+    assert trained["sampled"] == expected
+
+
+def test_sampling_limits_seeds_and_xla(trained):
+    model = trained["model"]
+    prompts = np.repeat(PROMPTS, 4, axis=0)
+    greedy = model.generate(prompts, 8, jit_compile=False)
+    assert not np.isin(greedy, [0, 2]).any()  # greedy never chose PAD or BOS
+    top_1 = model.generate(prompts, 8, False, sampling=True, top_k=1, seed=1)
+    np.testing.assert_array_equal(top_1, greedy)
+    cold = model.generate(prompts, 8, False, sampling=True, temperature=1e-4)
+    np.testing.assert_array_equal(cold, greedy)
+    hot = {"sampling": True, "temperature": 2.0, "seed": 5}
+    first = model.generate(prompts, 8, False, **hot)
+    np.testing.assert_array_equal(model.generate(prompts, 8, False, **hot), first)
+    np.testing.assert_array_equal(model.generate(prompts, 8, True, **hot), first)
+    assert not np.array_equal(
+        model.generate(prompts, 8, False, **hot | {"seed": 6}), first
+    )
+    with pytest.raises(ValueError, match="apply only with sampling=True"):
+        model.generate(prompts, 8, top_k=3)
+    with pytest.raises(ValueError, match="at most the vocabulary size"):
+        model.generate(prompts, 8, sampling=True, top_k=1000)
+
+
+def test_sampled_first_tokens_follow_the_model(trained):
+    """Chi-square: 3,000 draws of the token after one prompt."""
+    model = trained["model"]
+    draws, temperature, top_p = 3000, 1.5, 0.9
+    prompts = np.repeat(PROMPTS[:1], draws, axis=0)
+    ids = model.generate(prompts, 1, jit_compile=False, sampling=True, seed=3,
+                         temperature=temperature, top_p=top_p)  # fmt: skip
+    logits = np.asarray(model(PROMPTS[:1], training=False), "float64")[0, -1]
+    logits = (logits - logits.max()) / temperature
+    logits[[0, 2]] = -np.inf  # PAD and BOS are never drawn
+    probs = np.exp(logits) / np.exp(logits).sum()
+    order = np.argsort(-probs, kind="stable")
+    before = np.cumsum(probs[order]) - probs[order]
+    kept = np.zeros(len(probs), bool)
+    kept[order[before < top_p]] = True
+    probs = np.where(kept, probs, 0) / probs[kept].sum()
+    counts = np.bincount(ids[:, 0], minlength=len(probs))
+    assert counts[~kept].sum() == 0 and kept.sum() >= 3
+    assert stats.chisquare(counts[kept], draws * probs[kept]).pvalue > 1e-3

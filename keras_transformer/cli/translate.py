@@ -28,7 +28,8 @@ def add_command(commands):
         "--model",
         required=True,
         metavar="DIR",
-        help="An export directory (EXPORT_DIR or EXPORT_DIR/N) or a model DIR.",
+        help="An export directory (EXPORT_DIR or EXPORT_DIR/N), a CTranslate2 "
+        "export (export --format ctranslate2) or a model DIR.",
     )
     translate.add_argument(
         "--batch-size",
@@ -99,7 +100,10 @@ def run(args):
     _check_sampling_flags(args)
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
     saved_model = common.find_saved_model(args.model)
-    if saved_model is not None:
+    ctranslate2 = common.load_ctranslate2_dir(args.model)
+    if ctranslate2 is not None:
+        translate, count_tokens, limit = _ctranslate2_translator(ctranslate2, args)
+    elif saved_model is not None:
         translate, count_tokens, limit = _exported_translator(saved_model, args)
     else:
         translate, count_tokens, limit = _model_dir_translator(args)
@@ -185,6 +189,40 @@ def _model_dir_translator(args):
         translator.count_source_tokens,
         translator.max_input_tokens,
     )
+
+
+def _ctranslate2_translator(translator, args):
+    """`(translate, count_tokens, limit)` of a CTranslate2 export.
+
+    Its search settings are chosen per call, as with a model DIR; sampling
+    is not offered there.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    if args.sampling:
+        raise common.UserError(
+            "argument --sampling: not offered for a CTranslate2 export; "
+            "translate with the model DIR"
+        )
+    options = {
+        name: DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+        for name in DEFAULTS
+    }
+    limit = min(options["max_input_tokens"], translator.metadata["max_positions"])
+
+    def texts(batch):
+        return [text.decode("utf-8") for text in batch.numpy()]
+
+    def translate(batch):
+        outputs = translator.translate(texts(batch), **options)
+        return {"translations": tf.constant(outputs, tf.string)}
+
+    def count_tokens(batch):
+        encode = translator.source_processor.encode
+        return tf.constant(np.array([len(encode(text)) + 1 for text in texts(batch)]))
+
+    return translate, count_tokens, limit
 
 
 def _exported_translator(saved_model, args):

@@ -385,6 +385,18 @@ def test_cli_export_ctranslate2(small_model_dir, tmp_path, capsys):
                          str(hypotheses[name])]) == 0  # fmt: skip
     assert hypotheses["ct2"].read_text() == hypotheses["keras"].read_text()
     capsys.readouterr()
+    # So does `translate`, with the truncation warning of a model DIR.
+    long = " ".join(sentences)
+    assert cli.main(["translate", "--model", str(output), "--beam-size", "1",
+                     "--max-input-tokens", "4", sentences[0], long]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2
+    assert "warning: 1 input was cut to the translator's 4 input tokens" in (
+        captured.err
+    )
+    assert "line 2 (" in captured.err
+    assert cli.main(["translate", "--model", str(output), "--sampling", "x"]) == 2
+    assert "not offered for a CTranslate2 export" in capsys.readouterr().err
 
     # Never into a directory that holds something.
     assert _cli("--model", small_model_dir, "--format", "ctranslate2",

@@ -145,3 +145,22 @@ def test_the_console_script_loads_a_model_and_prints_no_log_lines(small_model_di
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
     assert result.stderr == ""
+
+
+def test_every_flag_is_documented_with_its_default():
+    import argparse
+
+    from keras_transformer.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if not action.option_strings or action.default == argparse.SUPPRESS:
+                continue
+            flag = action.option_strings[0]
+            assert action.help, f"{name} {flag} has no help"
+            rendered = command.formatter_class(prog=name)._get_help_string(action)
+            default = getattr(action.default, "value", action.default)
+            if default is not None and not isinstance(default, bool):
+                assert "default" in rendered.lower(), f"{name} {flag}: no default"

@@ -27,6 +27,7 @@ import sys
 
 import keras_transformer
 from keras_transformer.cli import average
+from keras_transformer.cli import common
 from keras_transformer.cli import console
 from keras_transformer.cli import demo
 from keras_transformer.cli import evaluate
@@ -68,7 +69,9 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     for add_command, _ in _COMMAND_TABLE.values():
         add_command(commands)
-    for command in commands.choices.values():
+    for name, command in commands.choices.items():
+        if name != "train":  # train's help texts state their defaults
+            command.formatter_class = common.DefaultsHelpFormatter
         command.add_argument(
             "--verbose",
             action="store_true",

@@ -27,6 +27,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2)
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to each option's help that has a default and
+    does not already say it (switches and unset defaults are left alone)."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, argparse.SUPPRESS)
+            and not isinstance(default, bool)
+            and "default" not in help_text.lower()
+        ):
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
 def checked_type(convert, valid, rule):
     """An argparse `type`: `convert(text)`, refused unless `valid(value)`."""
 
@@ -74,7 +91,12 @@ def figure_path(text):
 def add_translate_options(parser):
     """`--beam-size` and `--length-penalty`, shared by the decoding commands."""
     parser.add_argument("--beam-size", type=positive_int, default=4, help="1 = greedy.")
-    parser.add_argument("--length-penalty", type=length_penalty, default=0.6)
+    parser.add_argument(
+        "--length-penalty",
+        type=length_penalty,
+        default=0.6,
+        help="GNMT length penalty alpha of beam search (0: none).",
+    )
 
 
 def find_saved_model(directory):

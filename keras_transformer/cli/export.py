@@ -16,7 +16,12 @@ def add_command(commands):
         "export",
         help="Write the SavedModel translator (TF Serving) or a CTranslate2 model.",
     )
-    export.add_argument("--model", required=True, metavar="DIR")
+    export.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="A trained-model directory (written by train or average).",
+    )
     export.add_argument(
         "--output",
         required=True,

@@ -257,7 +257,6 @@ def _shows_default(field, kwargs):
     return (
         "default" not in kwargs["help"]
         and "action" not in field.metadata["argparse"]
-        and field.metadata.get("from_flag") is None
         and not isinstance(_field_default(field), bool)
     )
 

@@ -57,11 +57,22 @@ the same algorithm in both. Used directly, `ctranslate2.Translator` with
 Example:
 
 ```python
+from keras_transformer import Transformer
+from keras_transformer.data import demo_pairs
 from keras_transformer.export import CTranslate2Translator, to_ctranslate2
+from keras_transformer.text import SubwordTokenizer, train_sentencepiece
 
-to_ctranslate2(model, source_tokenizer, target_tokenizer, "ct2", "int8")
+pairs = demo_pairs("valid")  # English -> German number words
+tokenizer = SubwordTokenizer(  # one vocabulary for both sides
+    train_sentencepiece([text for pair in pairs for text in pair], vocab_size=60)
+)
+model = Transformer(  # a tiny model, not trained here: export a trained one
+    vocabulary_size=tokenizer.vocab_size, num_layers=1, d_model=16, num_heads=2,
+    d_ff=32,
+)
+to_ctranslate2(model, tokenizer, tokenizer, "ct2", quantization="int8")
 translator = CTranslate2Translator("ct2")
-translator.translate(["four hundred"], beam_size=4)
+translations = translator.translate(["four hundred"], beam_size=4)
 ```
 
 References:
@@ -456,8 +467,22 @@ class CTranslate2Translator:
     Example:
 
     ```python
+    from keras_transformer import Transformer
+    from keras_transformer.export import CTranslate2Translator, to_ctranslate2
+    from keras_transformer.text import SubwordTokenizer, train_sentencepiece
+
+    tokenizer = SubwordTokenizer(
+        train_sentencepiece(["four hundred", "vierhundert"] * 20, vocab_size=30)
+    )
+    model = Transformer(  # untrained: the export of a trained one translates
+        vocabulary_size=tokenizer.vocab_size, num_layers=1, d_model=16,
+        num_heads=2, d_ff=32,
+    )
+    to_ctranslate2(model, tokenizer, tokenizer, "ct2")
+
     translator = CTranslate2Translator("ct2")
     translator.translate(["four hundred"], beam_size=4, length_penalty=0.6)
+    translator.translate(["four hundred"], beam_size=1)  # greedy search
     ```
     """
 

@@ -49,10 +49,33 @@ class BleuCallback(keras.callbacks.Callback):
     Example:
 
     ```python
-    bleu = BleuCallback(translator.translate, sources, references)
+    import keras
+    from keras_transformer import Transformer
+    from keras_transformer.data import demo_pairs, make_dataset
+    from keras_transformer.evaluation import translate_all
+    from keras_transformer.export import Translator
+    from keras_transformer.text import SubwordTokenizer, train_sentencepiece
+    from keras_transformer.training import BleuCallback, LabelSmoothedCrossEntropy
+
+    pairs = demo_pairs("valid")  # English -> German number words
+    tokenizer = SubwordTokenizer(
+        train_sentencepiece([text for pair in pairs for text in pair], 60)
+    )
+    train_data = make_dataset(pairs, tokenizer.tokenize, tokenizer.tokenize,
+                              batch_size=32, repeat=True)
+    model = Transformer(vocabulary_size=tokenizer.vocab_size, num_layers=1,
+                        d_model=16, num_heads=2, d_ff=32)
+    model.compile(optimizer="adam", loss=LabelSmoothedCrossEntropy(),
+                  run_eagerly=True)  # two steps: not worth tracing a graph
+
+    translator = Translator(model, tokenizer, tokenizer, beam_size=1)
+    sources, references = zip(*list(pairs)[:8])
+    bleu = BleuCallback(lambda sentences: translate_all(translator, sentences),
+                        sources, references)
     model.fit(
         train_data,
-        epochs=10,
+        epochs=2,
+        steps_per_epoch=1,
         callbacks=[
             bleu,  # before the callbacks that read `val_bleu`
             keras.callbacks.ModelCheckpoint(
@@ -61,6 +84,7 @@ class BleuCallback(keras.callbacks.Callback):
             ),
         ],
     )
+    print(bleu.history)  # [{"epoch": 0, "bleu": ..., "chrf": ...}, ...]
     ```
 
     References:
@@ -201,9 +225,17 @@ class WallClockLimit(keras.callbacks.Callback):
     Example:
 
     ```python
-    limit = WallClockLimit(max_minutes=60)
-    model.fit(data, epochs=1000, callbacks=[limit])
-    print(limit.stopped_early)
+    import keras
+    import numpy as np
+    from keras_transformer.training import WallClockLimit
+
+    x, y = np.random.rand(64, 4), np.random.rand(64, 1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+
+    limit = WallClockLimit(max_minutes=0.01)  # 0.6 seconds
+    model.fit(x, y, epochs=1000, callbacks=[limit], verbose=0)
+    print(limit.stopped_early)  # True: it stopped long before epoch 1000
     ```
     """
 

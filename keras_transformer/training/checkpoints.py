@@ -203,7 +203,19 @@ def average_checkpoints(paths, output_path=None, model=None):
     Example:
 
     ```python
-    paths = latest_checkpoints("runs/checkpoints", k=5)
+    import keras
+    import numpy as np
+    from keras_transformer.training import average_checkpoints, latest_checkpoints
+
+    x, y = np.random.rand(64, 4), np.random.rand(64, 1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    save = keras.callbacks.ModelCheckpoint(
+        "runs/checkpoints/epoch-{epoch:02d}.weights.h5", save_weights_only=True
+    )
+    model.fit(x, y, epochs=8, callbacks=[save], verbose=0)
+
+    paths = latest_checkpoints("runs/checkpoints", k=5)  # epochs 4 to 8
     average_checkpoints(paths, "runs/averaged.weights.h5", model=model)
     ```
 

@@ -179,13 +179,21 @@ def fit_custom_loop(
     Example:
 
     ```python
-    strategy = get_strategy("multiworker")  # TF_CONFIG set on every worker
-    global_batch = 64
+    import keras
+    import tensorflow as tf
+    from keras_transformer.training import fit_custom_loop, get_strategy
+
+    # On a cluster: get_strategy("multiworker"), with TF_CONFIG set on every
+    # worker, and a checkpoint_dir that all of them share ("gs://...").
+    strategy = get_strategy("default")
+    global_batch = 16
 
     def dataset_fn(input_context):
         batch = input_context.get_per_replica_batch_size(global_batch)
+        x = tf.random.stateless_uniform((256, 4), seed=(1, 2))
+        y = tf.reduce_sum(x, axis=1, keepdims=True)
         return (
-            make_pairs_dataset()
+            tf.data.Dataset.from_tensor_slices((x, y))
             .shard(input_context.num_input_pipelines,
                    input_context.input_pipeline_id)
             .repeat()
@@ -193,17 +201,13 @@ def fit_custom_loop(
         )
 
     with strategy.scope():
-        model = Transformer(vocabulary_size=8000)
-        model.compile(
-            optimizer=transformer_optimizer(model.d_model),
-            loss=LabelSmoothedCrossEntropy(),
-            metrics=[MaskedAccuracy()],
-        )
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
     history = fit_custom_loop(
-        model, dataset_fn, strategy=strategy, epochs=10,
-        steps_per_epoch=1000, checkpoint_dir="gs://bucket/run/checkpoints",
-        save_every_steps=200,
+        model, dataset_fn, strategy=strategy, epochs=2, steps_per_epoch=5,
+        checkpoint_dir="run/checkpoints", save_every_steps=2,
     )
+    print(history["loss"])  # one value per epoch
     ```
     """
     import tensorflow as tf

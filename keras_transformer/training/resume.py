@@ -66,10 +66,26 @@ class DataPosition:
     Example:
 
     ```python
+    import keras
+    import tensorflow as tf
+    from keras_transformer.training.resume import (
+        DataPosition, StepCheckpoint, fit_by_epoch)
+
+    def make_epoch_dataset(epoch):  # an int64 tensor: seeds the epoch's order
+        numbers = tf.data.Dataset.range(32).shuffle(32, seed=7 + epoch)
+        pairs = numbers.map(lambda n: (tf.cast([n], "float32"),) * 2)
+        return pairs.batch(8)  # 4 batches per epoch
+
     position = DataPosition()
-    dataset = position.dataset(lambda epoch: make_dataset(pairs, ..., seed=7 + epoch))
-    checkpoint = StepCheckpoint("run/resume", position, every_steps=1000)
-    fit_by_epoch(model, dataset, epochs=10, callbacks=[checkpoint])
+    dataset = position.dataset(make_epoch_dataset)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    checkpoint = StepCheckpoint("run/resume", position, every_steps=2)
+    fit_by_epoch(model, dataset, epochs=2, callbacks=[checkpoint], verbose=0)
+
+    # A run restarted after 2 batches of epoch 1 sees the 2 batches left:
+    position.set(epoch=1, skip=2)
+    print(len(list(dataset)))  # 2
     ```
     """
 

@@ -242,11 +242,16 @@ def get_strategy(name="auto", tpu=None, devices=None):
     Example:
 
     ```python
-    strategy = get_strategy("auto")
+    import keras
+    import numpy as np
+    from keras_transformer.training import get_strategy
+
+    strategy = get_strategy("auto")  # a TPU, GPUs, or the default strategy
     with strategy.scope():
-        model = build_model()
-        model.compile(...)
-    model.fit(dataset)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+    model.fit(np.random.rand(64, 4), np.random.rand(64, 1), verbose=0)
+    print(strategy.num_replicas_in_sync)
     ```
     """
     key = name.lower() if isinstance(name, str) else name

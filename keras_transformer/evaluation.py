@@ -187,8 +187,12 @@ def write_scores_json(path, scores, settings=None):
     Example:
 
     ```python
-    scores = evaluate_translator(model, source_tok, target_tok, pairs)
+    import json
+    from keras_transformer.evaluation import score_translations, write_scores_json
+
+    scores = score_translations(["eins", "zwo"], ["eins", "zwei"])
     write_scores_json("scores.json", scores, {"beam_size": 4, "test": "demo"})
+    print(json.load(open("scores.json"))["exact_match"])  # 0.5
     ```
     """
     missing = [key for key in SCORE_KEYS if key not in scores]
@@ -280,8 +284,19 @@ def score_pairs(model, source_tokenizer, target_tokenizer, pairs, batch_size=64)
     Example:
 
     ```python
+    from keras_transformer import Transformer
+    from keras_transformer.data import demo_pairs
+    from keras_transformer.evaluation import score_pairs
+    from keras_transformer.text import SubwordTokenizer, train_sentencepiece
+
+    pairs = demo_pairs("valid")
+    tokenizer = SubwordTokenizer(
+        train_sentencepiece([text for pair in pairs for text in pair], 60)
+    )
+    model = Transformer(vocabulary_size=tokenizer.vocab_size, num_layers=1,
+                        d_model=16, num_heads=2, d_ff=32)
     scores = score_pairs(model, tokenizer, tokenizer, [("one", "eins")])
-    scores["normalized"]  # one log-probability per token, per pair
+    print(scores["log_prob"], scores["normalized"], scores["tokens"])
     ```
     """
     from keras_transformer.data import as_corpus

@@ -41,8 +41,6 @@ OPTIONAL_PACKAGES = {"keras_transformer.export.ctranslate2": "ctranslate2"}
 KNOWN_FAILURES = {
     name: "an illustration with placeholders (names defined nowhere, `...`)"
     for name in (
-        "keras_transformer.evaluation.score_pairs[fence 1]",
-        "keras_transformer.evaluation.write_scores_json[fence 1]",
         "keras_transformer.export.translator.Translator[fence 1]",
     )
 }

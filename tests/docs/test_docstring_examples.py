@@ -40,9 +40,7 @@ OPTIONAL_PACKAGES = {"keras_transformer.export.ctranslate2": "ctranslate2"}
 # placeholders (`...`, names defined nowhere) rather than runnable code.
 KNOWN_FAILURES = {
     name: "an illustration with placeholders (names defined nowhere, `...`)"
-    for name in (
-        "keras_transformer.export.translator.Translator[fence 1]",
-    )
+    for name in ("keras_transformer.export.translator.Translator[fence 1]",)
 }
 
 

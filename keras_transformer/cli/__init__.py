@@ -25,7 +25,6 @@ than `train`) or by `TrainConfig` (`train`).
 import argparse
 import sys
 
-import keras_transformer
 from keras_transformer.cli import average
 from keras_transformer.cli import common
 from keras_transformer.cli import console
@@ -91,7 +90,6 @@ def main(argv=None):
     console.configure(verbose)
     try:
         with console.quiet_stderr(enabled=not verbose):
-            keras_transformer.register_keras_objects()
             COMMANDS[args.command](args)
     except UserError as error:
         print(f"keras-transformer {args.command}: error: {error}", file=sys.stderr)

@@ -120,8 +120,15 @@ def batches(items, size):
 
 
 def load_model_dir(directory):
-    """`(model, source_tokenizer, target_tokenizer)` of a trained-model DIR."""
+    """`(model, source_tokenizer, target_tokenizer)` of a trained-model DIR.
+
+    The Keras objects are registered first: the command line defers the
+    package's imports (see `keras_transformer.register_keras_objects`).
+    """
+    import keras_transformer
     from keras_transformer import model_directory
+
+    keras_transformer.register_keras_objects()
 
     try:
         return model_directory.load_model_and_vocabularies(directory)

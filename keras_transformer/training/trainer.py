@@ -377,25 +377,28 @@ def _train(config, strategy):
     )
 
 
-# `train_config.json`'s record of the warm-up a run without `warmup_steps`
-# started with: a resumed run keeps it, even with more `epochs`.
-RESOLVED_WARMUP_KEY = "resolved_warmup_steps"
+# The warm-up a run without `warmup_steps` started with, kept beside its
+# checkpoints: a resumed run keeps it, even with more `epochs`.
+WARMUP_FILE = os.path.join("checkpoints", "warmup.json")
 
 
 def _write_config(config, counts):
-    """Writes `train_config.json`: the settings, and the warm-up in use.
+    """Writes `train_config.json`, and records the run's warm-up.
 
     The warm-up is resolved once, when the run starts (`resolve_warmup_steps`
-    of the planned steps), and kept by the run's resumptions.
+    of the planned steps), in `WARMUP_FILE`, and kept by the run's
+    resumptions.
     """
-    path = layout.path(config.output, layout.CONFIG_FILE)
-    saved = layout.read_json(path) if os.path.exists(path) else {}
-    warmup_steps = saved.get(RESOLVED_WARMUP_KEY)
-    if config.warmup_steps is not None or warmup_steps is None:
-        batches = config.steps_per_epoch or counts["batches"]
-        warmup_steps = resolve_warmup_steps(config, config.epochs * batches)
-    settings = dataclasses.asdict(config)
-    layout.write_json(path, {**settings, RESOLVED_WARMUP_KEY: warmup_steps})
+    layout.write_json(
+        layout.path(config.output, layout.CONFIG_FILE), dataclasses.asdict(config)
+    )
+    path = layout.path(config.output, WARMUP_FILE)
+    if config.warmup_steps is None and os.path.exists(path):
+        return
+    planned = config.epochs * (config.steps_per_epoch or counts["batches"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    warmup_steps = resolve_warmup_steps(config, planned)
+    layout.write_json(path, {"warmup_steps": warmup_steps, "planned_steps": planned})
 
 
 def _run_warmup_steps(config, planned_steps):
@@ -403,10 +406,10 @@ def _run_warmup_steps(config, planned_steps):
     `resolve_warmup_steps`; says so when it is not the paper's."""
     if config.warmup_steps is not None:
         return config.warmup_steps
-    path = layout.path(config.output, layout.CONFIG_FILE) if config.output else None
+    path = layout.path(config.output, WARMUP_FILE) if config.output else None
     recorded = None
     if path and os.path.exists(path):
-        recorded = layout.read_json(path).get(RESOLVED_WARMUP_KEY)
+        recorded = layout.read_json(path)["warmup_steps"]
     warmup_steps = recorded or resolve_warmup_steps(config, planned_steps)
     if warmup_steps < PAPER_WARMUP_STEPS:
         print(

@@ -159,7 +159,11 @@ def _check_sampling_flags(args):
 
 
 def _model_dir_translator(args):
-    """`(translate, count_tokens, limit)` of a Translator of a model DIR."""
+    """`(translate, count_tokens, limit)` of a Translator of a model DIR.
+
+    It translates with `Translator.translate_fast` (the search compiled with
+    XLA once per batch and source length bucket; `translate`'s outputs).
+    """
     from keras_transformer.export import Translator
 
     model, source_tokenizer, target_tokenizer = common.load_model_dir(args.model)
@@ -185,7 +189,7 @@ def _model_dir_translator(args):
     common.check_beam_size(model, options["beam_size"])
     translator = Translator(model, source_tokenizer, target_tokenizer, **options)
     return (
-        translator.translate,
+        translator.translate_fast,
         translator.count_source_tokens,
         translator.max_input_tokens,
     )

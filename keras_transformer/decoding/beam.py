@@ -306,6 +306,7 @@ def beam_search(
     num_return_sequences=1,
     return_attention=False,
     cache_dtype=None,
+    max_steps=None,
 ):
     """Beam search (Vaswani et al., 2017, section 6.1; Wu et al., 2016).
 
@@ -338,6 +339,10 @@ def beam_search(
             encoder-decoder attention (mean over heads) of each hypothesis.
         cache_dtype: float dtype of the key/value caches. Defaults to the
             model's compute dtype.
+        max_steps: `None` (`max_length`) or an int32 scalar tensor
+            `<= max_length`: the most tokens to generate (and the length of
+            the final penalty), when the buffers are longer than that
+            (bucketed XLA shapes; see `export.Translator`).
 
     Returns:
         dict with `"ids"` int32 `(batch_size, n, max_length)`, `"scores"`
@@ -356,12 +361,13 @@ def beam_search(
         beam_size,
         attention_shape if return_attention else None,
     )
-    final_penalty = length_penalty(max_length, alpha)
+    limit = max_length if max_steps is None else max_steps
+    final_penalty = length_penalty(limit, alpha)
 
     def cond(state):
         done = sentences_done(state, num_return_sequences, alpha, final_penalty)
         searching = ops.logical_not(ops.all(done))
-        return ops.logical_and(state["index"] < max_length, searching)
+        return ops.logical_and(state["index"] < limit, searching)
 
     def body(state):
         candidates, cache = extend_beams(model, state, start["source_mask"], alpha)

@@ -16,6 +16,7 @@ def greedy_search(
     return_attention=False,
     cache_dtype=None,
     next_token=None,
+    max_steps=None,
 ):
     """Greedy decoding: the most probable token at every step.
 
@@ -39,6 +40,10 @@ def greedy_search(
             log-probabilities (PAD and BOS at -1e9) and the int32 step
             index; `decoding.sampling.sampled_search` passes one that
             samples.
+        max_steps: `None` (`max_length`) or an int32 scalar tensor
+            `<= max_length`: the most tokens to generate, when the buffers
+            are longer than that (bucketed XLA shapes; see
+            `export.Translator`).
 
     Returns:
         A dict with `"ids"` int32 `(batch_size, max_length)` (EOS included
@@ -58,8 +63,10 @@ def greedy_search(
     attention_shape = (batch_size, max_length, ops.shape(source_ids)[1])
     attention = ops.zeros(attention_shape if return_attention else (), "float32")
 
+    limit = max_length if max_steps is None else max_steps
+
     def cond(index, tokens, cache, finished, *rest):
-        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+        return ops.logical_and(index < limit, ops.logical_not(ops.all(finished)))
 
     def body(index, tokens, cache, finished, scores, attention, projection):
         ids = ops.slice(tokens, (0, index), (batch_size, 1))  # (B, 1)

@@ -7,6 +7,10 @@ import tensorflow as tf
 
 # At most 1000 records are read by TF Serving from this file.
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The same requests plus one per XLA signature and bucket. Not read by TF
+# Serving under this name: a server without `--xla_cpu_compilation_enabled`
+# fails XLA requests, and a failed warm-up request fails the model's load.
+XLA_WARMUP_FILE = WARMUP_FILE + "_xla"
 DEFAULT_WARMUP_SENTENCES = ("", "one", "two hundred and five")
 
 
@@ -35,14 +39,25 @@ def next_version(export_dir):
     return versions[-1] + 1 if versions else 1
 
 
-def export_translator(translator, export_dir, version=None, warmup_sentences=None):
+def export_translator(
+    translator, export_dir, version=None, warmup_sentences=None, xla_warmup=False
+):
     """Saves `translator` to `export_dir/<version>/` with explicit signatures.
 
     Signatures: `serving_default` (beam search with the translator's beam
     size) and `translate_greedy`, each taking `sentences` (tf.string `[None]`)
     and returning `translations` (tf.string `[None]`) and `scores` (float32
-    `[None]`). Also writes `assets.extra/tf_serving_warmup_requests`, so TF
-    Serving warms the model up before it serves.
+    `[None]`); and, for a `Translator`, the same searches compiled with XLA
+    on bucketed shapes, `translate_xla` (not for a sampling translator) and
+    `translate_greedy_xla` (see `Translator.translate_fast`). Also writes
+    `assets.extra/tf_serving_warmup_requests`, so TF Serving warms the model
+    up before it serves: one request per signature without XLA. The XLA
+    signatures' warm-up, one request per signature and (batch bucket,
+    length bucket) so that no request pays an XLA compilation, goes to
+    `assets.extra/tf_serving_warmup_requests_xla` (with the other requests),
+    or with `xla_warmup=True` to the file TF Serving reads: a server must
+    then enable XLA (`--xla_cpu_compilation_enabled=true` on a CPU), since
+    a failed warm-up request fails the model's load.
 
     An existing version is never overwritten. Without `version`, the next
     number is used (TF Serving's convention: `export_dir/1`, then `/2`, ...,
@@ -57,6 +72,8 @@ def export_translator(translator, export_dir, version=None, warmup_sentences=Non
             not exist yet. Defaults to the next version number.
         warmup_sentences: strings for the warmup requests (default: a few
             short ones, the empty string included).
+        xla_warmup: bool, whether TF Serving's warm-up file also warms up
+            the XLA signatures' buckets.
 
     Returns:
         The path of the written version directory.
@@ -84,8 +101,16 @@ def export_translator(translator, export_dir, version=None, warmup_sentences=Non
         shutil.rmtree(staging)
     os.makedirs(staging)
     try:
-        tf.saved_model.save(translator, staging, signatures=translator.signatures())
-        write_warmup_requests(staging, warmup_sentences or DEFAULT_WARMUP_SENTENCES)
+        signatures = translator.signatures()
+        tf.saved_model.save(translator, staging, signatures=signatures)
+        sentences = warmup_sentences or DEFAULT_WARMUP_SENTENCES
+        plain = [name for name in signatures if not name.endswith("_xla")]
+        buckets = _bucket_batches(translator, signatures)
+        if buckets:
+            write_warmup_requests(staging, sentences, signatures=plain,
+                                  bucket_batches=buckets, filename=XLA_WARMUP_FILE)  # fmt: skip
+        write_warmup_requests(staging, sentences, signatures=plain,
+                              bucket_batches=buckets if xla_warmup else ())  # fmt: skip
         os.rename(staging, path)
     finally:
         if os.path.exists(staging):
@@ -93,23 +118,59 @@ def export_translator(translator, export_dir, version=None, warmup_sentences=Non
     return path
 
 
-def write_warmup_requests(saved_model_dir, sentences, model_name="translator"):
-    """Writes TF Serving warmup requests (one per signature) for `sentences`."""
+def _bucket_batches(translator, signatures):
+    """`(signature, sentences)` warm-up requests of the XLA signatures."""
+    names = [name for name in signatures if name.endswith("_xla")]
+    if not names:
+        return []
+    batches = translator.xla_warmup_batches()
+    return [(name, sentences) for name in names for _, _, sentences in batches]
+
+
+def write_warmup_requests(
+    saved_model_dir,
+    sentences,
+    model_name="translator",
+    signatures=("serving_default", "translate_greedy"),
+    bucket_batches=(),
+    filename=WARMUP_FILE,
+):
+    """Writes TF Serving warmup requests to `assets.extra/`.
+
+    TF Serving runs each request once when it loads the version, before it
+    serves (it reads at most 1000 of them).
+
+    Args:
+        saved_model_dir: the SavedModel version directory.
+        sentences: strings, one request of them per name in `signatures`.
+        model_name: str, the model name in the requests.
+        signatures: signature names that get the `sentences` request.
+        bucket_batches: `(signature, sentences)` pairs, one request each
+            (`export_translator` passes one per XLA signature and (batch
+            bucket, length bucket): see `Translator.xla_warmup_batches`).
+        filename: the file's path in `saved_model_dir` (TF Serving reads
+            `WARMUP_FILE`).
+
+    Returns:
+        The path of the written file.
+    """
     from tensorflow_serving.apis import model_pb2
     from tensorflow_serving.apis import predict_pb2
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = os.path.join(saved_model_dir, WARMUP_FILE)
+    requests = [(name, list(sentences)) for name in signatures]
+    requests += [(name, list(batch)) for name, batch in bucket_batches]
+    path = os.path.join(saved_model_dir, filename)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
-        for signature in ("serving_default", "translate_greedy"):
+        for signature, batch in requests:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(
                     name=model_name, signature_name=signature
                 )
             )
             request.inputs["sentences"].CopyFrom(
-                tf.make_tensor_proto(list(sentences), dtype=tf.string)
+                tf.make_tensor_proto(batch, dtype=tf.string)
             )
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)

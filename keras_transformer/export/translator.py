@@ -1,12 +1,50 @@
 """A self-contained translator: strings in, strings out, servable by TF Serving."""
 
+import numpy as np
 import tensorflow as tf
 
+from keras_transformer.decoding.beam import beam_search
 from keras_transformer.decoding.generation import EXTRA_LENGTH
 from keras_transformer.decoding.generation import check_sampling_settings
 from keras_transformer.decoding.generation import search_function
+from keras_transformer.decoding.greedy import greedy_search
 from keras_transformer.decoding.sampling import seed_key
 from keras_transformer.text.subword_tokenizer import sanitize_utf8
+
+# Batch sizes the XLA search is compiled for: one sentence (a latency-bound
+# request), small batches, and the batches of 32 and 64 that evaluation and
+# the command line send. A batch is padded up to the next size (a request
+# of more than 64 is cut into chunks of 64), so no more than 4x the work is
+# wasted on padding beyond 8 sentences.
+DEFAULT_BATCH_BUCKETS = (1, 8, 32, 64)
+# The smallest source length bucket; the others double up to
+# `max_input_tokens`, the last one.
+_SHORTEST_LENGTH_BUCKET = 16
+
+
+def default_length_buckets(max_input_tokens):
+    """Source length buckets: 16, 32, 64, ... below `max_input_tokens`, then
+    `max_input_tokens` itself.
+
+    Args:
+        max_input_tokens: int, the longest source (EOS included).
+
+    Returns:
+        tuple of int, increasing, ending with `max_input_tokens`.
+
+    Example:
+
+    >>> default_length_buckets(256)
+    (16, 32, 64, 128, 256)
+    >>> default_length_buckets(100)
+    (16, 32, 64, 100)
+    """
+    buckets = []
+    length = _SHORTEST_LENGTH_BUCKET
+    while length < max_input_tokens:
+        buckets.append(length)
+        length *= 2
+    return (*buckets, max_input_tokens)
 
 
 class Translator(tf.Module):
@@ -36,7 +74,19 @@ class Translator(tf.Module):
     calls draw afresh while a translator made with the same seed repeats
     the same draws for the same calls.
 
-    Besides the two signatures, a SavedModel of the translator keeps two
+    `translate_xla` and `translate_greedy_xla` run the same searches
+    compiled with XLA (tokenizing and detokenizing stay outside the compiled
+    part): the source ids are padded to a length bucket (`length_buckets`)
+    and the batch to a batch bucket (`batch_buckets`; a larger batch is cut
+    into chunks of the largest), so XLA compiles at most one search per
+    (batch bucket, length bucket). The search stops where `translate` would
+    (source length + `max_extra_length` of the unpadded batch), so they
+    return `translate`'s translations and scores, up to XLA's floating-point
+    rounding. `translate_fast` runs them in process (what
+    `evaluation.evaluate_translator` and `translate_all` use). A sampling
+    translator has `translate_greedy_xla` but no `translate_xla`.
+
+    Besides the signatures, a SavedModel of the translator keeps two
     functions for clients that load it with `tf.saved_model.load`:
     `settings()` (a dict of scalars: `beam_size`, `length_penalty`,
     `max_input_tokens`, `sampling`, `temperature`, `top_k` (0: none),
@@ -61,13 +111,20 @@ class Translator(tf.Module):
         top_p: float in `(0, 1]` or `None`, nucleus sampling.
         seed: int in `[0, 2**32 - 1]` or `None` (drawn from NumPy's global
             generator).
+        batch_buckets: positive ints, the batch sizes the XLA searches are
+            compiled for (default `DEFAULT_BATCH_BUCKETS`: 1, 8, 32, 64).
+        length_buckets: positive ints, the source lengths (EOS included)
+            they are compiled for; `max_input_tokens` is always the last.
+            Defaults to `default_length_buckets(max_input_tokens)`: 16, 32,
+            64, ... then `max_input_tokens`.
 
     Example:
 
     ```python
     translator = Translator(model, tokenizer, tokenizer, beam_size=4)
     translator.translate(tf.constant(["four hundred"]))["translations"]
-    translator.save("export/1")
+    translator.translate_fast(["four hundred"])["translations"]  # XLA
+    export_translator(translator, "export")
     ```
     """
 
@@ -86,6 +143,8 @@ class Translator(tf.Module):
         top_k=None,
         top_p=None,
         seed=None,
+        batch_buckets=DEFAULT_BATCH_BUCKETS,
+        length_buckets=None,
     ):
         super().__init__(name="translator")
         for name, value in (
@@ -103,6 +162,8 @@ class Translator(tf.Module):
         if model.position_encoding == "learned":
             # Learned positions stop at max_positions: clamp both lengths.
             max_input_tokens = min(max_input_tokens, model.max_positions)
+        self.batch_buckets = _check_buckets("batch_buckets", batch_buckets)
+        self.length_buckets = _length_buckets(length_buckets, max_input_tokens)
         if not model.built:
             model.build()
         self.model = model
@@ -137,6 +198,20 @@ class Translator(tf.Module):
             self._count_source_tokens, input_signature=[signature], autograph=False
         )
         self.settings = tf.function(self._settings, input_signature=[], autograph=False)
+        self._xla = _XlaSearches(self)
+        self.translate_greedy_xla = tf.function(
+            lambda sentences: self._translate_xla(sentences, self._xla.graph[1]),
+            input_signature=[signature],
+            autograph=False,
+        )
+        if not self.sampling:
+            self.translate_xla = tf.function(
+                lambda sentences: self._translate_xla(
+                    sentences, self._xla.graph[self.beam_size]
+                ),
+                input_signature=[signature],
+                autograph=False,
+            )
 
     def _settings(self):
         """What `translate` does, as scalar tensors (see the class docstring)."""
@@ -169,11 +244,16 @@ class Translator(tf.Module):
             ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
         return ids.to_tensor(default_value=self.model.pad_id), empty
 
-    def _translate(self, sentences, beam_size, sampling=False):
-        source_ids, empty = self._encode(sentences)
-        max_length = tf.shape(source_ids)[1] + self.max_extra_length
+    def _max_length(self, source_length):
+        """The most tokens generated for sources of `source_length` tokens."""
+        max_length = source_length + self.max_extra_length
         if self.model.position_encoding == "learned":
             max_length = tf.minimum(max_length, self.model.max_positions)
+        return max_length
+
+    def _translate(self, sentences, beam_size, sampling=False):
+        source_ids, empty = self._encode(sentences)
+        max_length = self._max_length(tf.shape(source_ids)[1])
         search = search_function(
             self.model,
             max_length,
@@ -197,18 +277,239 @@ class Translator(tf.Module):
         translations = tf.where(empty, tf.constant(""), translations)
         return {"translations": translations, "scores": scores}
 
+    def _bucketed_source(self, sentences):
+        """Source ids padded to the XLA buckets (see `translate_xla`).
+
+        Returns:
+            dict: `"source_ids"` int32 `(chunks * chunk, length bucket)`
+            (the rows after the batch's repeat its first sentence, so they
+            end with it; an empty batch has one chunk of padding), `"chunk"` (the batch bucket, int32 scalar),
+            `"max_steps"` (what `translate` would allow the batch) and
+            `"empty"` (bool `(B,)`).
+        """
+        source_ids, empty = self._encode(sentences)
+        batch, length = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
+        chunk = _bucket(batch, self.batch_buckets)
+        # At least one chunk: an empty batch searches one row of padding.
+        rows = tf.maximum((batch + chunk - 1) // chunk, 1) * chunk
+        padding = _bucket(length, self.length_buckets) - length
+        # One more row of padding, read only when the batch is empty.
+        source_ids = tf.pad(
+            source_ids, [[0, 1], [0, padding]], constant_values=self.model.pad_id
+        )
+        source_ids = tf.gather(source_ids, tf.range(rows) % tf.maximum(batch, 1))
+        return {
+            "source_ids": source_ids,
+            "chunk": chunk,
+            "max_steps": self._max_length(length),
+            "empty": empty,
+        }
+
+    def _padded_search(self, source_ids, max_steps, beam_size):
+        """The search on bucketed ids (compiled with XLA by `_XlaSearches`).
+
+        Its buffers hold `length bucket + max_extra_length` tokens, but it
+        stops after `max_steps`, so it gives `translate`'s ids.
+        """
+        buffer_length = self._max_length(tf.shape(source_ids)[1])
+        if beam_size == 1:
+            outputs = greedy_search(
+                self.model, source_ids, buffer_length, max_steps=max_steps
+            )
+            return outputs["ids"], outputs["scores"]
+        outputs = beam_search(
+            self.model,
+            source_ids,
+            buffer_length,
+            beam_size=beam_size,
+            alpha=self.length_penalty,
+            max_steps=max_steps,
+        )
+        return outputs["ids"][:, 0], outputs["scores"][:, 0]
+
+    def _finish(self, ids, scores, empty):
+        """Detokenized translations of the batch's rows of `ids`."""
+        batch = tf.shape(empty)[0]
+        translations = self.target_tokenizer.detokenize(ids[:batch])
+        translations = tf.where(empty, tf.constant(""), translations)
+        return {"translations": translations, "scores": scores[:batch]}
+
+    def _translate_xla(self, sentences, search):
+        """`translate_xla` in one graph: `search` is run on each chunk."""
+        source = self._bucketed_source(sentences)
+        ids = source["source_ids"]
+        chunks = tf.reshape(ids, [-1, source["chunk"], tf.shape(ids)[1]])
+        ids, scores = tf.map_fn(
+            lambda chunk: search(chunk, source["max_steps"]),
+            chunks,
+            fn_output_signature=(
+                tf.TensorSpec([None, None], tf.int32),
+                tf.TensorSpec([None], tf.float32),
+            ),
+            parallel_iterations=1,
+        )
+        ids = tf.reshape(ids, [-1, tf.shape(ids)[-1]])
+        return self._finish(ids, tf.reshape(scores, [-1]), source["empty"])
+
+    def translate_fast(self, sentences, greedy=False):
+        """Translates with the XLA-compiled search, in this process.
+
+        The same computation as the `translate_xla` signature (or
+        `translate_greedy_xla` with `greedy=True`), with the same outputs
+        as `translate` (`translate_greedy`). The search is compiled once
+        per (batch bucket, length bucket) it meets and kept;
+        `xla_compilations` counts the compilations. A sampling translator
+        samples with `translate` (not compiled with XLA) unless `greedy`.
+
+        Args:
+            sentences: list or 1-D tensor of strings.
+            greedy: bool, greedy search instead of the translator's beam.
+
+        Returns:
+            dict with `"translations"` (tf.string `(B,)`) and `"scores"`
+            (float32 `(B,)`).
+        """
+        sentences = tf.constant(sentences, tf.string)
+        if self.sampling and not greedy:
+            return self.translate(sentences)
+        return self._xla.translate(sentences, 1 if greedy else self.beam_size)
+
+    @property
+    def xla_compilations(self):
+        """How many times `translate_fast` compiled a search with XLA."""
+        return self._xla.compilations()
+
+    def xla_warmup_batches(self, word="one"):
+        """Batches that make `translate_xla` compile each bucket.
+
+        Args:
+            word: str, repeated to make sentences of each length bucket.
+
+        Returns:
+            list of `(batch bucket, length bucket, sentences)`: `sentences`
+            has the batch bucket's size, and its longest sentence falls in
+            the length bucket (EOS included).
+        """
+        by_length = []
+        repeats = 1
+        for lower, upper in zip((0, *self.length_buckets), self.length_buckets):
+            count = lower
+            while count <= lower:
+                sentence = " ".join([word] * repeats)
+                count = int(self.count_source_tokens(tf.constant([sentence]))[0])
+                repeats += 1
+            by_length.append((upper, sentence))
+        return [
+            (batch, length, [sentence] * batch)
+            for batch in self.batch_buckets
+            for length, sentence in by_length
+        ]
+
     def __call__(self, sentences):
         """Translates a list (or 1-D tensor) of strings; returns `list[str]`."""
         outputs = self.translate(tf.constant(sentences, tf.string))
         return [t.decode("utf-8") for t in outputs["translations"].numpy()]
 
     def signatures(self):
-        """The SavedModel signatures: `serving_default` (`translate`) and
-        `translate_greedy`."""
-        return {
+        """The SavedModel signatures: `serving_default` (`translate`),
+        `translate_greedy`, and their XLA-compiled twins `translate_xla`
+        (not for a sampling translator) and `translate_greedy_xla`."""
+        signatures = {
             "serving_default": self.translate.get_concrete_function(),
             "translate_greedy": self.translate_greedy.get_concrete_function(),
+            "translate_greedy_xla": self.translate_greedy_xla.get_concrete_function(),
         }
+        if not self.sampling:
+            signatures["translate_xla"] = self.translate_xla.get_concrete_function()
+        return signatures
+
+
+class _XlaSearches:
+    """A translator's XLA-compiled searches, one per beam size.
+
+    A plain object (not tracked by `tf.Module`): the SavedModel keeps the
+    searches only through the signatures that call them. `graph[beam]` is
+    called inside the signatures' graphs (shapes unknown when traced; XLA
+    compiles each shape it runs); `translate` runs the in-process path,
+    whose functions are traced (and compiled) once per padded shape, so
+    their tracing counts are the compilations.
+    """
+
+    def __init__(self, translator):
+        self.translator = translator
+        beams = {1, translator.beam_size}
+        self.graph = {beam: self._compiled(beam) for beam in beams}
+        self.eager = {beam: self._compiled(beam) for beam in beams}
+        signature = tf.TensorSpec([None], tf.string)
+        self.bucketed_source = tf.function(
+            translator._bucketed_source, input_signature=[signature], autograph=False
+        )
+        self.finish = tf.function(
+            translator._finish,
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.bool),
+            ],
+            autograph=False,
+        )
+
+    def _compiled(self, beam_size):
+        return tf.function(
+            lambda source_ids, max_steps: self.translator._padded_search(
+                source_ids, max_steps, beam_size
+            ),
+            jit_compile=True,
+            autograph=False,
+        )
+
+    def translate(self, sentences, beam_size):
+        source = self.bucketed_source(sentences)
+        ids, chunk = source["source_ids"], int(source["chunk"])
+        search = self.eager[beam_size]
+        outputs = [
+            search(ids[start : start + chunk], source["max_steps"])
+            for start in range(0, int(ids.shape[0]), chunk)
+        ]
+        ids = tf.concat([ids for ids, _ in outputs], axis=0)
+        scores = tf.concat([scores for _, scores in outputs], axis=0)
+        return self.finish(ids, scores, source["empty"])
+
+    def compilations(self):
+        return sum(f.experimental_get_tracing_count() for f in self.eager.values())
+
+
+def _bucket(size, buckets):
+    """The smallest of `buckets` (increasing) holding `size`, else the last."""
+    table = tf.constant(buckets, tf.int32)
+    index = tf.reduce_sum(tf.cast(table < size, tf.int32))
+    return table[tf.minimum(index, len(buckets) - 1)]
+
+
+def _check_buckets(name, buckets):
+    """`buckets` as an increasing tuple of positive ints; else `ValueError`."""
+    try:
+        values = tuple(buckets)
+    except TypeError:
+        values = ()
+    if not values or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0
+        for v in values
+    ):
+        raise ValueError(
+            f"`{name}` must be a non-empty sequence of positive integers. "
+            f"Received: {buckets!r}"
+        )
+    return tuple(sorted({int(v) for v in values}))
+
+
+def _length_buckets(length_buckets, max_input_tokens):
+    """The source length buckets: the given ones below `max_input_tokens`
+    (default: `default_length_buckets`), then `max_input_tokens`."""
+    if length_buckets is None:
+        return default_length_buckets(max_input_tokens)
+    buckets = _check_buckets("length_buckets", length_buckets)
+    return (*(b for b in buckets if b < max_input_tokens), max_input_tokens)
 
 
 def _check_sampling(model, beam_size, sampling, temperature, top_k, top_p, seed):

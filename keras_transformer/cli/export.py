@@ -55,6 +55,14 @@ def add_command(commands):
         default=256,
         help="saved_model only: source tokens kept per sentence. Default: 256.",
     )
+    export.add_argument(
+        "--xla-warmup",
+        action="store_true",
+        help="saved_model only: TF Serving's warm-up file also compiles every "
+        "bucket of the XLA signatures (for a server started with "
+        "--xla_cpu_compilation_enabled=true on CPUs; one without it would "
+        "fail to load the model).",
+    )
     common.add_translate_options(export)
 
 
@@ -67,6 +75,8 @@ def _check_format_options(args):
         )
     if fmt == "ctranslate2" and getattr(args, "version", None) is not None:
         raise common.UserError("argument --version: applies to --format saved_model")
+    if fmt == "ctranslate2" and getattr(args, "xla_warmup", False):
+        raise common.UserError("argument --xla-warmup: applies to --format saved_model")
     return fmt
 
 
@@ -101,7 +111,12 @@ def _run_saved_model(args):
         max_input_tokens=args.max_input_tokens,
     )
     try:
-        path = export_translator(translator, args.output, version=version)
+        path = export_translator(
+            translator,
+            args.output,
+            version=version,
+            xla_warmup=getattr(args, "xla_warmup", False),
+        )
     except FileExistsError as error:
         raise common.UserError(str(error)) from None
     print(f"Exported the translator to {path}")

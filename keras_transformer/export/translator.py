@@ -121,10 +121,23 @@ class Translator(tf.Module):
     Example:
 
     ```python
-    translator = Translator(model, tokenizer, tokenizer, beam_size=4)
-    translator.translate(tf.constant(["four hundred"]))["translations"]
-    translator.translate_fast(["four hundred"])["translations"]  # XLA
-    export_translator(translator, "export")
+    import tensorflow as tf
+    from keras_transformer import Transformer
+    from keras_transformer.data import demo_pairs
+    from keras_transformer.export import Translator, export_translator
+    from keras_transformer.text import SubwordTokenizer, train_sentencepiece
+
+    pairs = demo_pairs("valid")
+    tokenizer = SubwordTokenizer(
+        train_sentencepiece([text for pair in pairs for text in pair], 60)
+    )
+    model = Transformer(vocabulary_size=tokenizer.vocab_size, num_layers=1,
+                        d_model=16, num_heads=2, d_ff=32)  # train it first
+    translator = Translator(model, tokenizer, tokenizer, beam_size=2,
+                            max_input_tokens=16)
+    print(translator.translate(tf.constant(["four hundred"]))["translations"])
+    print(translator.translate_fast(["four hundred"])["translations"])  # XLA
+    print(export_translator(translator, "export"))  # export/1
     ```
     """
 

@@ -38,10 +38,7 @@ OPTIONAL_PACKAGES = {"keras_transformer.export.ctranslate2": "ctranslate2"}
 # "module.qualname[fence N]" -> why it does not run yet. These docstrings are
 # in files owned by other work; the examples are illustrations with
 # placeholders (`...`, names defined nowhere) rather than runnable code.
-KNOWN_FAILURES = {
-    name: "an illustration with placeholders (names defined nowhere, `...`)"
-    for name in ("keras_transformer.export.translator.Translator[fence 1]",)
-}
+KNOWN_FAILURES = {}
 
 
 def _modules():

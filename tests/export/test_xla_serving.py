@@ -224,3 +224,23 @@ def test_small_model_fast_path_equals_translate(small_model_dir):
         shapes |= _expected_shapes(translator, sentences[4:])
         assert {shape[0] for shape in shapes} == {8}  # batches of 4 and 3
         assert translator.xla_compilations == len(shapes)
+
+
+def test_cli_export_xla_warmup(small_model_dir, tmp_path, capsys):
+    from keras_transformer import cli
+
+    output = tmp_path / "export"
+    assert cli.main(["export", "--model", str(small_model_dir), "--output",
+                     str(output), "--xla-warmup"]) == 0  # fmt: skip
+    served = os.path.join(output, "1", WARMUP_FILE)
+    xla = os.path.join(output, "1", XLA_WARMUP_FILE)
+    # With --xla-warmup, the file TF Serving reads is the one with every bucket.
+    assert (
+        len(list(tf.data.TFRecordDataset(served)))
+        == len(list(tf.data.TFRecordDataset(xla)))
+        > 2
+    )
+    assert cli.main(["export", "--model", str(small_model_dir), "--format",
+                     "ctranslate2", "--xla-warmup", "--output",
+                     str(tmp_path / "ct2")]) == 2  # fmt: skip
+    assert "--xla-warmup: applies to --format saved_model" in capsys.readouterr().err

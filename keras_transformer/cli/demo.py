@@ -1,6 +1,5 @@
 """`keras-transformer demo`: the main job on the embedded corpus."""
 
-import argparse
 import os
 import time
 
@@ -50,21 +49,23 @@ def run(args):
     scores["wall_seconds"] = round(time.time() - started, 1)
     print(format_scores(scores, title="Held-out test numbers"))
     _write_scores(args.output, config, scores)
-    export_args = argparse.Namespace(
-        model=args.output,
-        output=os.path.join(args.output, "export"),
-        version=None,
-        max_input_tokens=64,
-        beam_size=4,
-        length_penalty=0.6,
+    export_dir = os.path.join(args.output, "export")
+    export_flags = ["--max-input-tokens", "64", "--beam-size", "4"]
+    export_args = _command_args(
+        "export", "--model", args.output, "--output", export_dir, *export_flags
     )
     path = export.run(export_args)
-    translate_args = argparse.Namespace(
-        model=path, sentences=EXAMPLES, beam_size=4, batch_size=32, length_penalty=0.6
-    )
+    translate_args = _command_args("translate", "--model", path, *EXAMPLES)
     print("Translations by the exported SavedModel:")
     translate.run(translate_args)
     return {"train": result, "test": scores}
+
+
+def _command_args(*argv):
+    """The parsed arguments of another command, with all its defaults."""
+    from keras_transformer.cli import build_parser
+
+    return build_parser().parse_args(list(argv))
 
 
 def _write_scores(output, config, scores):

@@ -10,9 +10,10 @@ defers those imports: its argument parsing, `--help` and argument errors
 answer without loading TensorFlow, and each command imports what it uses.
 """
 
-import importlib
 import os
 import sys
+
+from keras_transformer.lazy_imports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -22,18 +23,9 @@ __all__ = ["Transformer", "layers"]
 DEFER_IMPORTS_VARIABLE = "KERAS_TRANSFORMER_DEFER_IMPORTS"
 
 
-def __getattr__(name):
-    """`Transformer` and the sub-packages, imported on first use."""
-    if name == "Transformer":
-        from keras_transformer.models.transformer import Transformer
-
-        return Transformer
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"Transformer": "models.transformer"}, globals()
+)
 
 
 def _imports_deferred():
@@ -46,7 +38,8 @@ def register_keras_objects():
     """Imports every module that registers Keras objects: the layers, the
     model, and the training loss, metrics and schedule (what a compiled
     `.keras` file refers to). `import keras_transformer` calls it, unless the
-    command line deferred it (the command line calls it before a command).
+    command line deferred it (the command line calls it before loading a
+    model).
     """
     from keras_transformer import layers  # noqa: F401
     from keras_transformer.models import transformer  # noqa: F401

@@ -6,7 +6,7 @@ package's imports) translates with a CTranslate2 export without loading
 TensorFlow.
 """
 
-import importlib
+from keras_transformer.lazy_imports import lazy_exports
 
 # public name: the module defining it
 _EXPORTS = {
@@ -23,12 +23,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-    return getattr(module, name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

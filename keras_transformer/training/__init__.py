@@ -20,7 +20,7 @@
   text, command-line flag and resume-compatibility flag.
 """
 
-import importlib
+from keras_transformer.lazy_imports import lazy_exports
 
 # Public name: the module defining it. Imported on first use, so that
 # `keras_transformer.training.config` (the command line's settings) loads
@@ -48,17 +48,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -68,9 +68,8 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     for add_command, _ in _COMMAND_TABLE.values():
         add_command(commands)
-    for name, command in commands.choices.items():
-        if name != "train":  # train's help texts state their defaults
-            command.formatter_class = common.DefaultsHelpFormatter
+    for command in commands.choices.values():
+        command.formatter_class = common.DefaultsHelpFormatter
         command.add_argument(
             "--verbose",
             action="store_true",

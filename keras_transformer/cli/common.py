@@ -29,11 +29,12 @@ class Parser(argparse.ArgumentParser):
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Adds "(default: X)" to each option's help that has a default and
-    does not already say it (switches and unset defaults are left alone)."""
+    does not already say it (switches and unset defaults are left alone).
+    A `training.config.FlagDefault` counts as its value."""
 
     def _get_help_string(self, action):
         help_text = action.help or ""
-        default = action.default
+        default = getattr(action.default, "value", action.default)
         if (
             action.option_strings
             and default not in (None, argparse.SUPPRESS)

@@ -241,8 +241,6 @@ def argument_kwargs(field):
         kwargs["default"] = None
     else:
         kwargs["default"] = FlagDefault(default)
-        if _shows_default(field, kwargs):
-            kwargs["help"] += f" (default: {default})".replace("%", "%%")
     if "action" not in kwargs and "type" not in kwargs:
         value_type = _value_type(field)
         if value_type is bool and default is False:
@@ -250,15 +248,6 @@ def argument_kwargs(field):
         else:
             kwargs["type"] = value_type
     return kwargs
-
-
-def _shows_default(field, kwargs):
-    """Whether `--help` should add "(default: ...)" to a flag's help."""
-    return (
-        "default" not in kwargs["help"]
-        and "action" not in field.metadata["argparse"]
-        and not isinstance(_field_default(field), bool)
-    )
 
 
 def add_setting_flags(parser, settings_class, config_flag=None):

@@ -16,6 +16,7 @@ import sacrebleu
 import tensorflow as tf
 
 from keras_transformer import model_directory
+from keras_transformer.data.pipeline import teacher_forcing_ids
 from keras_transformer.utils import check_positive_int
 
 # The keys of `score_translations`'s dict, in the order they are reported.
@@ -340,9 +341,13 @@ def score_pairs(model, source_tokenizer, target_tokenizer, pairs, batch_size=64)
     )
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        source = _padded([sources[i] + [model.eos_id] for i in rows], model.pad_id)
-        target_in = _padded([[model.bos_id] + targets[i] for i in rows], model.pad_id)
-        target_out = _padded([targets[i] + [model.eos_id] for i in rows], model.pad_id)
+        # The special tokens as training adds them: source + EOS, BOS +
+        # target (decoder input), target + EOS (labels).
+        ids = teacher_forcing_ids(
+            tf.ragged.constant([sources[i] for i in rows], tf.int32, ragged_rank=1),
+            tf.ragged.constant([targets[i] for i in rows], tf.int32, ragged_rank=1),
+        )
+        source, target_in, target_out = (x.to_tensor(model.pad_id) for x in ids)
         log_prob[rows] = forced(source, target_in, target_out).numpy()
     return {"log_prob": log_prob, "normalized": log_prob / tokens, "tokens": tokens}
 
@@ -368,15 +373,6 @@ def _check_positions(model, sources, targets):
                 f"Pair {index} is {length} tokens long (EOS or BOS included); "
                 f"the model's learned positions stop at max_positions={limit}."
             )
-
-
-def _padded(rows, pad_id):
-    """Int32 `(len(rows), longest)` ids, right-padded with `pad_id`."""
-    width = max(len(row) for row in rows)
-    ids = np.full((len(rows), width), pad_id, np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-    return tf.constant(ids)
 
 
 def _forced_log_prob_function(model):

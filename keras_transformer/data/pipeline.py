@@ -377,7 +377,7 @@ def count_batches(
     _check_ints_at_least_one(tokenize_batch=tokenize_batch)
 
     def keys(sources, targets):
-        # The lengths of `_teacher_forcing_ids`: one special token added.
+        # The lengths of `teacher_forcing_ids`: one special token added.
         source_length = _ids(source_tokenize(sources)).row_lengths() + 1
         target_length = _ids(target_tokenize(targets)).row_lengths() + 1
         keep, source_length, target_length = _within_limits(
@@ -449,7 +449,7 @@ def _prepare_fn(
     """
 
     def prepare(sources, targets):
-        source, target_in, target_out = _teacher_forcing_ids(
+        source, target_in, target_out = teacher_forcing_ids(
             source_tokenize(sources), target_tokenize(targets)
         )
         keep, source_length, target_length = _within_limits(
@@ -486,7 +486,7 @@ def _within_limits(source_length, target_length, max_source_length, max_target_l
     )
 
 
-def _teacher_forcing_ids(source_ids, target_ids):
+def teacher_forcing_ids(source_ids, target_ids):
     """Adds the special tokens of one batch of tokenized pairs.
 
     Args:

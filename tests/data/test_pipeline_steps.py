@@ -10,10 +10,10 @@ from keras_transformer.special_tokens import EOS_ID
 from keras_transformer.special_tokens import PAD_ID
 
 
-def test_teacher_forcing_ids_adds_the_special_tokens():
+def testteacher_forcing_ids_adds_the_special_tokens():
     source = tf.ragged.constant([[5, 6], [7]])
     target = tf.constant([[8, 9, 10], [11, PAD_ID, PAD_ID]])  # dense, padded
-    source, target_in, target_out = pipeline._teacher_forcing_ids(source, target)
+    source, target_in, target_out = pipeline.teacher_forcing_ids(source, target)
     assert source.to_list() == [[5, 6, EOS_ID], [7, EOS_ID]]
     assert target_in.to_list() == [[BOS_ID, 8, 9, 10], [BOS_ID, 11]]
     assert target_out.to_list() == [[8, 9, 10, EOS_ID], [11, EOS_ID]]

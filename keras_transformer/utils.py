@@ -118,10 +118,11 @@ def dynamic_update(tensor, update, index, axis):
     - under XLA (`in_xla_context()`): `ops.slice_update`, an XLA
       dynamic-update-slice, which XLA performs in place in a loop-carried
       buffer (a decoding cache): only the written positions are touched;
-    - otherwise: gather + select over the whole tensor, so the graph holds
-      only core TensorFlow ops (the TF backend's `slice_update` lowers to
-      `XlaDynamicUpdateSlice`, which a stock TF Serving build may not run)
-      and every shape stays static.
+    - otherwise: a scatter of the written positions
+      (`ops.scatter_update`, TensorFlow's `TensorScatterUpdate`), a core
+      op, so that a stock TF Serving build runs the graph (the TF backend's
+      `slice_update` lowers to `XlaDynamicUpdateSlice`, which it may not
+      run). It copies `tensor` once and writes the positions.
 
     Args:
         tensor: the tensor to update, e.g. a cache buffer `(B, H, S, d)`.
@@ -149,13 +150,11 @@ def dynamic_update(tensor, update, index, axis):
         start = [0] * len(tensor.shape)
         start[axis] = index
         return ops.slice_update(tensor, start, update)
-    length = ops.shape(tensor)[axis]
+    shape = ops.shape(tensor)
     count = ops.shape(update)[axis]
-    positions = ops.arange(length, dtype="int32")
-    source = ops.clip(positions - index, 0, count - 1)
-    gathered = ops.take(update, source, axis=axis)
-    inside = ops.logical_and(positions >= index, positions < index + count)
-    inside = ops.reshape(
-        inside, [-1 if i == axis else 1 for i in range(len(tensor.shape))]
-    )
-    return ops.where(inside, gathered, tensor)
+    update = ops.broadcast_to(update, shape[:axis] + (count,) + shape[axis + 1 :])
+    # The index of every written slice: (d_0, ..., d_{axis-1}, count, axis + 1).
+    ranges = [ops.arange(shape[i], dtype="int32") for i in range(axis)]
+    ranges.append(ops.arange(count, dtype="int32") + index)
+    indices = ops.stack(ops.meshgrid(*ranges, indexing="ij"), axis=-1)
+    return ops.scatter_update(tensor, indices, update)

@@ -11,29 +11,15 @@ from keras import ops
 
 from keras_transformer.decoding.utils import best_extensions
 from keras_transformer.decoding.utils import cross_attention_weights
+from keras_transformer.decoding.utils import gather_beams
 from keras_transformer.decoding.utils import length_penalty
 from keras_transformer.decoding.utils import start_state
+from keras_transformer.layers.attention_cache import in_place_writes
 from keras_transformer.utils import dynamic_update
 
 # Score of impossible hypotheses (dead beams, empty finished slots). A large
 # finite number, so no arithmetic on it produces NaN.
 _NEG = -1e9
-
-
-def gather_beams(values, indices):
-    """Gathers hypotheses along the beam axis.
-
-    Args:
-        values: `(batch_size, beams, ...)`.
-        indices: int `(batch_size, k)`, beams of `values`.
-
-    Returns:
-        `(batch_size, k, ...)`: `values[b, indices[b, j]]` at `[b, j]`.
-    """
-    expand = indices
-    for _ in range(len(values.shape) - 2):
-        expand = expand[..., None]
-    return ops.take_along_axis(values, expand, axis=1)
 
 
 def _merge_and_pick(first, second, pick):
@@ -297,6 +283,7 @@ def select_final(state, num_return_sequences, final_penalty):
     return outputs
 
 
+@in_place_writes()  # the search owns its caches: written in place outside XLA
 def beam_search(
     model,
     source_ids,

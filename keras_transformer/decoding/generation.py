@@ -242,10 +242,11 @@ def generate(
             alignments.
         jit_compile: bool, compile with XLA. Under XLA the key/value caches
             and the output ids are written in place (dynamic-update-slice);
-            without it, by gather + select of core TensorFlow ops (what an
-            exported `Translator` runs). Both give the same ids (under a
-            16-bit policy on a CPU, XLA's float32 caches may round a
-            near-tie differently from the graph's 16-bit ones).
+            without it, the caches by the core `InplaceUpdate` op and the
+            ids by a scatter (what an exported `Translator` runs; see
+            `layers.attention_cache.in_place_writes`). Both give the same
+            ids (under a 16-bit policy on a CPU, XLA's float32 caches may
+            round a near-tie differently from the graph's 16-bit ones).
         cache_dtype: float dtype of the key/value caches. Defaults to the
             model's compute dtype, except float32 for a 16-bit policy
             compiled with XLA on a CPU-only machine (see

@@ -6,9 +6,11 @@ from keras_transformer.decoding.utils import cross_attention_weights
 from keras_transformer.decoding.utils import first_argmax
 from keras_transformer.decoding.utils import next_token_log_probs
 from keras_transformer.decoding.utils import start_state
+from keras_transformer.layers.attention_cache import in_place_writes
 from keras_transformer.utils import dynamic_update
 
 
+@in_place_writes()  # the search owns its caches: written in place outside XLA
 def greedy_search(
     model,
     source_ids,

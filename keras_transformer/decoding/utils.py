@@ -56,6 +56,32 @@ def start_state(
     }
 
 
+def gather_beams(values, indices):
+    """Gathers hypotheses along the beam axis.
+
+    One gather of whole rows: `values` is read as `batch_size * beams` rows
+    and row `b * beams + indices[b, j]` is taken for `[b, j]`, so nothing
+    is transposed or broadcast (as `ops.take_along_axis` would) and only
+    the `k` taken rows are copied.
+
+    Args:
+        values: `(batch_size, beams, ...)`, `beams` known when traced.
+        indices: int `(batch_size, k)`, beams of `values`.
+
+    Returns:
+        `(batch_size, k, ...)`: `values[b, indices[b, j]]` at `[b, j]`.
+    """
+    batch_size, beams = ops.shape(values)[0], values.shape[1]
+    trailing = tuple(ops.shape(values)[2:])
+    rows = ops.arange(batch_size, dtype="int32")[:, None] * beams + ops.cast(
+        indices, "int32"
+    )  # (B, k)
+    taken = ops.take(
+        ops.reshape(values, (-1,) + trailing), ops.reshape(rows, (-1,)), axis=0
+    )
+    return ops.reshape(taken, (batch_size, indices.shape[1] or -1) + trailing)
+
+
 def cross_attention_weights(decoder_scores):
     """Last decoder block's encoder-decoder weights, mean over heads.
 
@@ -249,9 +275,9 @@ def _top_k_of_blocks(
     kept = kept or k
     _, best_blocks = ops.top_k(block_scores, kept)  # (batch, kept)
     best_blocks = ops.sort(ops.cast(best_blocks, "int32"), axis=-1)
-    candidates = ops.take_along_axis(blocked, best_blocks[:, :, None], axis=1)
+    candidates = gather_beams(blocked, best_blocks)  # (batch, kept, 128)
     if block_offsets is not None:
-        offsets = ops.take_along_axis(block_offsets, best_blocks, axis=1)
+        offsets = gather_beams(block_offsets, best_blocks)
         candidates = candidates + offsets[:, :, None]
     if banned is not None:
         is_banned = ops.take(banned, best_blocks % banned.shape[0], axis=0)
@@ -260,5 +286,5 @@ def _top_k_of_blocks(
         ops.reshape(candidates, (batch_size, kept * _TOP_K_BLOCK)), k
     )
     position = ops.cast(position, "int32")
-    block = ops.take_along_axis(best_blocks, position // _TOP_K_BLOCK, axis=1)
+    block = gather_beams(best_blocks, position // _TOP_K_BLOCK)
     return top_values, block * _TOP_K_BLOCK + position % _TOP_K_BLOCK

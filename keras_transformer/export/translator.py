@@ -54,8 +54,10 @@ class Translator(tf.Module):
     so a SavedModel of it needs nothing but `tensorflow` and
     `tensorflow_text` to run (and stock TF Serving, which links the
     tensorflow-text kernels, can serve it). The search is traced without
-    XLA, so its key/value cache writes are gather + select of core ops (no
-    `XlaDynamicUpdateSlice`; see `layers.utils.dynamic_update`).
+    XLA: its key/value caches are written in place by the core
+    `InplaceUpdate` op into buffers each request allocates, and attention
+    reads only the positions written so far (no `XlaDynamicUpdateSlice`;
+    see `layers.attention_cache.in_place_writes`).
 
     Input handling, per sentence of the batch:
 

@@ -10,6 +10,13 @@ matmuls read the buffers as they are stored.
   one slot per position, or, for a **beam cache** of `R` beams per group,
   position `s` of beam `j` at slot `s * R + j` (see `beam_ancestry` for
   how such a cache is read).
+- `in_place_writes` is the context of a decoding loop outside XLA: within
+  it, `empty_buffer` makes buffers private to the loop and `write_cache`
+  writes them in place instead of copying them every step.
+- `written_part` cuts the buffers to the positions written so far, for
+  code that is not compiled by XLA (whose shapes may change step by step):
+  the attention then reads and multiplies only those (a beam cache:
+  `beam_ancestry.own_history`).
 - `fold_shared_rows` / `unfold_shared_rows` let `r` consecutive query rows
   (the beams of one source sentence) attend to one row of a cross-attention
   cache, which then stores the encoder keys/values once per sentence.
@@ -24,9 +31,14 @@ Example:
 [0.0, 1.0, 1.0, 0.0]
 """
 
+import contextlib
+import threading
+
+import keras
 from keras import ops
 
 from keras_transformer.utils import dynamic_update
+from keras_transformer.utils import in_xla_context
 
 # The two buffers of a key/value cache.
 CACHE_KEYS = ("key", "value")
@@ -52,12 +64,120 @@ def check_cache(cache):
     return {name: cache[name] for name in CACHE_KEYS}
 
 
+# Whether the code being traced is in an `in_place_writes` context.
+_IN_PLACE = threading.local()
+
+
+@contextlib.contextmanager
+def in_place_writes():
+    """The context of a decoding loop that owns its self-attention caches.
+
+    Traced in this context, in a TensorFlow graph that XLA does not compile
+    (an exported SavedModel's signatures, `generate(jit_compile=False)`),
+    `empty_buffer` allocates a new buffer on every run and `write_cache`
+    writes the new positions into the buffer it is given, in place
+    (`InplaceUpdate` on the buffer's rows), instead of copying the whole
+    buffer at every step. Outside the context, eagerly and under XLA
+    (which writes a loop-carried buffer in place on its own), nothing
+    changes.
+
+    The code traced in the context must own the buffers it writes: made by
+    `empty_buffer` in the context (or copies of its own), and never read
+    at their old value after a write, which holds in a decoding loop that
+    writes a step's keys/values before reading the cache. A buffer made
+    outside the context (a caller's cache) must not be written in it.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> @tf.function
+    ... def fill(new):
+    ...     with in_place_writes():
+    ...         cache = {name: empty_buffer((1, 1, 3, 2), "float32")
+    ...                  for name in CACHE_KEYS}
+    ...         for index in range(3):
+    ...             cache = write_cache(cache, new * index, new, index)
+    ...     return cache["key"]
+    >>> fill(tf.ones((1, 1, 1, 2)))[0, 0, :, 0].numpy().tolist()
+    [0.0, 1.0, 2.0]
+    """
+    previous = getattr(_IN_PLACE, "active", False)
+    _IN_PLACE.active = keras.backend.backend() == "tensorflow" and _in_graph()
+    try:
+        yield
+    finally:
+        _IN_PLACE.active = previous
+
+
+def _in_graph():
+    import tensorflow as tf
+
+    return not tf.executing_eagerly()
+
+
+def _writes_in_place():
+    return getattr(_IN_PLACE, "active", False) and not in_xla_context()
+
+
+def empty_buffer(shape, dtype):
+    """A cache buffer of zeros; in `in_place_writes`, a new one on every run.
+
+    `ops.zeros` may be folded into a constant when its shape is known, and
+    a constant must not be written in place; TensorFlow's `Empty` op is
+    stateful, so it allocates the buffer when the graph runs.
+
+    Args:
+        shape: tuple of ints or scalar int tensors.
+        dtype: the buffer's dtype.
+
+    Returns:
+        A tensor of zeros of `shape` and `dtype`.
+    """
+    if not _writes_in_place():
+        return ops.zeros(shape, dtype)
+    import tensorflow as tf
+
+    shape = tf.stack([tf.cast(size, tf.int32) for size in shape])
+    return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=True)
+
+
+def _write_rows_in_place(buffer, new, index, beam_size):
+    """Writes new keys/values into `buffer` in place, as rows of `d`.
+
+    `buffer` `(B, Hkv, S, d)` is read as `B Hkv S` rows; `new` keeps the
+    layout it was projected in, `(B, T, Hkv, d)` (`(C R, T, Hkv, d)` for a
+    beam cache of `C` groups): the row of each of its vectors is computed
+    instead of transposing them.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(buffer)
+    slots, heads, depth = shape[2], buffer.shape[1], buffer.shape[-1]
+    beams = beam_size or 1
+    # new[c R + j, t, h] goes to slot (index + t) R + j of row (c, h).
+    groups = tf.range(tf.shape(new)[0]) // beams
+    beam = tf.range(tf.shape(new)[0]) % beams
+    steps = tf.range(tf.shape(new)[1]) + tf.cast(index, tf.int32)
+    rows = (
+        (groups[:, None, None] * heads + tf.range(heads)[None, None, :]) * slots
+        + steps[None, :, None] * beams
+        + beam[:, None, None]
+    )  # (B, T, Hkv)
+    written = tf.raw_ops.InplaceUpdate(
+        x=tf.reshape(buffer, (-1, depth)),
+        i=tf.reshape(rows, (-1,)),
+        v=tf.reshape(tf.cast(new, buffer.dtype), (-1, depth)),
+    )
+    return tf.reshape(written, shape)
+
+
 def write_cache(cache, key, value, index, beam_size=None):
     """Writes the keys/values of new positions into a fixed-size cache.
 
     Only the new positions are transposed to the cache's layout (heads before
-    positions) and written, as one contiguous slice: in place under XLA,
-    gather + select otherwise (see `keras_transformer.utils.dynamic_update`).
+    positions) and written, as one contiguous slice: in place under XLA and
+    in an `in_place_writes` context, into a copy otherwise (see
+    `keras_transformer.utils.dynamic_update`).
 
     Args:
         cache: dict of buffers `(batch_size, num_key_value_heads, slots, d)`
@@ -76,6 +196,9 @@ def write_cache(cache, key, value, index, beam_size=None):
     """
     updated = {}
     for name, new in (("key", key), ("value", value)):
+        if _writes_in_place():
+            updated[name] = _write_rows_in_place(cache[name], new, index, beam_size)
+            continue
         if beam_size is None:
             new = ops.transpose(new, (0, 2, 1, 3))  # (B, Hkv, T, d)
             start = index
@@ -84,6 +207,29 @@ def write_cache(cache, key, value, index, beam_size=None):
             start = ops.cast(index, "int32") * beam_size
         updated[name] = dynamic_update(cache[name], new, start, axis=2)
     return updated
+
+
+def written_part(key, value, written):
+    """The first `written` positions of a self-attention cache's buffers.
+
+    Attention over a fixed-size cache masks the positions not written yet;
+    outside XLA, where shapes may change from step to step, cutting them
+    off instead skips their reads and dot products and gives the same
+    attention (masked keys have weight 0). For a beam cache, see
+    `beam_ancestry.own_history`.
+
+    Args:
+        key: the cache's `"key"` buffer `(batch_size, num_key_value_heads,
+            max_length, key_dim)`.
+        value: the cache's `"value"` buffer, the same layout.
+        written: int or scalar int tensor, the positions written (the
+            cache index plus the new positions).
+
+    Returns:
+        `(key, value)` cut to `written` positions.
+    """
+    written = ops.cast(written, "int32")
+    return key[:, :, :written], value[:, :, :written]
 
 
 def _beam_major(new, groups, beam_size):

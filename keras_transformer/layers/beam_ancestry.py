@@ -17,6 +17,10 @@ are spread back onto the ancestors' slots for the values
 copies the cache; which of the two is cheaper depends on the device (see
 `benchmarks/README.md`).
 
+Outside XLA, where shapes may change from step to step, `own_history`
+instead gathers each row's own written keys/values, and plain attention
+reads them.
+
 Example:
 
 >>> import numpy as np
@@ -162,3 +166,51 @@ def ancestry_context(weights, value_cache, one_hot):
     context = ops.transpose(context, (0, 2, 3, 1, 4, 5))  # (C, R, T, Hkv, G, dv)
     value_dim = value_cache.shape[-1]
     return ops.reshape(context, (groups * beams, query_length, heads, value_dim))
+
+
+def own_history(key_cache, value_cache, cache_ancestry, written):
+    """Each query row's own keys/values of the written positions.
+
+    For row `c R + r` and position `s < written`, the slot `s R +
+    cache_ancestry[c, r, s]` of group `c`, gathered once for both buffers:
+    a per-row cache that plain attention reads. It holds as many vectors
+    as the written slots and needs no transposes, but its shape changes
+    with `written`, so it is for code that XLA does not compile.
+
+    Args:
+        key_cache: `(groups, num_key_value_heads, max_length * R,
+            key_dim)`, the beam cache's `"key"` buffer, the heads and
+            `key_dim` static.
+        value_cache: the `"value"` buffer, `(groups, num_key_value_heads,
+            max_length * R, value_dim)`.
+        cache_ancestry: int `(groups, R, max_length)`, `R` static.
+        written: int or scalar int tensor, the positions written.
+
+    Returns:
+        `(keys, values)`: `(groups * R, num_key_value_heads, written,
+        key_dim)` and `(groups * R, num_key_value_heads, written,
+        value_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> keys = np.arange(4.0).reshape(1, 1, 4, 1)  # 2 positions x 2 beams
+    >>> ancestry = np.array([[[0, 1], [1, 0]]])  # row 0: beams 0, 1
+    >>> k, _ = own_history(keys, keys, ancestry, 2)
+    >>> np.asarray(k)[:, 0, :, 0].tolist()  # slots 0, 3 and 1, 2
+    [[0.0, 3.0], [1.0, 2.0]]
+    """
+    groups, heads = ops.shape(key_cache)[0], key_cache.shape[1]
+    slots, beams = ops.shape(key_cache)[2], cache_ancestry.shape[1]
+    written = ops.cast(written, "int32")
+    ancestry = ops.cast(cache_ancestry[:, :, :written], "int32")
+    slot = ops.arange(written, dtype="int32")[None, None, :] * beams + ancestry
+    first_slot = ops.arange(groups * heads, dtype="int32") * slots  # (C Hkv,)
+    rows = ops.reshape(first_slot, (groups, 1, heads, 1)) + slot[:, :, None, :]
+    rows = ops.reshape(rows, (-1,))  # (C, R, Hkv, t) flattened
+    gathered = []
+    for cache in (key_cache, value_cache):
+        depth = cache.shape[-1]
+        taken = ops.take(ops.reshape(cache, (-1, depth)), rows, axis=0)
+        gathered.append(ops.reshape(taken, (-1, heads, written, depth)))
+    return tuple(gathered)

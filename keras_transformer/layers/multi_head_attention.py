@@ -7,13 +7,16 @@ from keras import ops
 
 from keras_transformer.layers.attention_cache import CACHE_KEYS
 from keras_transformer.layers.attention_cache import check_cache
+from keras_transformer.layers.attention_cache import empty_buffer
 from keras_transformer.layers.attention_cache import fold_shared_rows
 from keras_transformer.layers.attention_cache import unfold_shared_rows
 from keras_transformer.layers.attention_cache import write_cache
+from keras_transformer.layers.attention_cache import written_part
 from keras_transformer.layers.beam_ancestry import ancestry_context
 from keras_transformer.layers.beam_ancestry import ancestry_one_hot
 from keras_transformer.layers.beam_ancestry import ancestry_scores
 from keras_transformer.layers.beam_ancestry import check_ancestry
+from keras_transformer.layers.beam_ancestry import own_history
 from keras_transformer.layers.dropout import Dropout
 from keras_transformer.layers.masking import causal_mask
 from keras_transformer.layers.masking import merge_masks
@@ -27,6 +30,7 @@ from keras_transformer.layers.sinusoidal_positional_encoding import (
 from keras_transformer.layers.utils import clone_initializer
 from keras_transformer.utils import check_positive_int
 from keras_transformer.utils import check_rate
+from keras_transformer.utils import in_xla_context
 from keras_transformer.utils import standardize_cache_dtype
 
 # Masked scores are replaced (not offset) by this float32 value before softmax.
@@ -86,7 +90,11 @@ class MultiHeadAttention(keras.layers.Layer):
     position's key/value (the row's own beam for the positions it writes;
     reorder the ancestry rows, not the buffers, when hypotheses are
     reordered). See `keras_transformer.layers.beam_ancestry` for how such a
-    cache is read.
+    cache is read. Outside XLA (whose shapes must not change from step to
+    step), a self-attention cache is read only up to its last written
+    position, and a beam cache as each row's own history
+    (`beam_ancestry.own_history`); the weights returned are then zero past
+    that position.
 
     For attention over another sequence, `cache` holds the precomputed
     keys/values of `value` (see `compute_key_value_cache`) and `cache_index`
@@ -334,8 +342,8 @@ class MultiHeadAttention(keras.layers.Layer):
         dtype = self._cache_dtype(dtype)
         shape = (batch_size, self._kv_heads, max_length * beam_size)
         return {
-            "key": ops.zeros(shape + (self.key_dim,), dtype),
-            "value": ops.zeros(shape + (self._value_dim,), dtype),
+            "key": empty_buffer(shape + (self.key_dim,), dtype),
+            "value": empty_buffer(shape + (self._value_dim,), dtype),
         }
 
     def compute_key_value_cache(self, value, key=None, dtype=None):
@@ -395,11 +403,15 @@ class MultiHeadAttention(keras.layers.Layer):
         # Cache: write the new keys/values; read its buffers (B, Hkv, S, d)
         # in their own dtype.
         heads_major = cache is not None
+        unwritten = None  # positions of a self-attention cache cut off
         if heads_major:
             k, v, cache = self._update_cache(k, v, cache, cache_index, beam_size)
+            k, v, cache_ancestry, unwritten = self._written_keys(
+                k, v, cache_ancestry, cache_index, ops.shape(q)[1]
+            )
             q = ops.cast(q, k.dtype)
         ancestry = None  # a beam cache: (C, L, R, R), see `beam_ancestry`
-        if beam_size is not None:
+        if cache_ancestry is not None:
             ancestry = ancestry_one_hot(cache_ancestry, q.dtype)
         # Beams sharing a cross-attention cache row: (r C, T) -> (C, r T).
         shared = heads_major and not self.is_self_attention
@@ -436,6 +448,8 @@ class MultiHeadAttention(keras.layers.Layer):
 
         outputs = (output,)
         if return_attention_scores:
+            if unwritten is not None:  # (B, H, T, S): zeros where cut off
+                weights = ops.pad(weights, ((0, 0), (0, 0), (0, 0), (0, unwritten)))
             outputs += (weights,)
         if cache is not None:
             outputs += (cache,)
@@ -530,6 +544,27 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         cache = write_cache(cache, k, v, cache_index, beam_size=beam_size)
         return cache["key"], cache["value"], cache
+
+    def _written_keys(self, k, v, cache_ancestry, cache_index, query_length):
+        """Outside XLA, a self-attention cache's written positions only.
+
+        Returns `(k, v, cache_ancestry, unwritten)`: the buffers cut to the
+        written positions (`attention_cache.written_part`), a beam cache
+        read as each row's own history (`beam_ancestry.own_history`, the
+        ancestry then `None`), and the int32 number of positions cut off.
+        Unchanged and `None` for a cross-attention cache or under XLA,
+        whose shapes must not change from step to step.
+        """
+        if not self.is_self_attention or in_xla_context():
+            return k, v, cache_ancestry, None
+        written = ops.cast(cache_index, "int32") + query_length
+        if cache_ancestry is None:
+            unwritten = ops.shape(k)[2] - written
+            k, v = written_part(k, v, written)
+        else:
+            unwritten = ops.shape(cache_ancestry)[2] - written
+            k, v = own_history(k, v, cache_ancestry, written)
+        return k, v, None, unwritten
 
     def _key_length(self, k, ancestry, heads_major):
         """The number of key positions (of a beam cache: positions, not slots)."""

@@ -4,9 +4,12 @@ import tensorflow as tf
 
 from keras_transformer.layers.attention_cache import CACHE_KEYS
 from keras_transformer.layers.attention_cache import check_cache
+from keras_transformer.layers.attention_cache import empty_buffer
 from keras_transformer.layers.attention_cache import fold_shared_rows
+from keras_transformer.layers.attention_cache import in_place_writes
 from keras_transformer.layers.attention_cache import unfold_shared_rows
 from keras_transformer.layers.attention_cache import write_cache
+from keras_transformer.layers.attention_cache import written_part
 
 
 def _random(*shape, seed=0):
@@ -25,7 +28,25 @@ def _run(path, function, *args):
         function = tf.function(function)
     elif path == "xla":
         function = tf.function(function, jit_compile=True)
+    elif path == "in_place":
+        function = tf.function(_in_place(function))
     return function(*args)
+
+
+def _in_place(function):
+    """`function(cache, ...)` traced in `in_place_writes`, on a private
+    copy of the caller's cache (the context writes the buffers it owns)."""
+
+    def run(cache, *args):
+        with in_place_writes():
+            own = {
+                name: empty_buffer(tuple(cache[name].shape), cache[name].dtype)
+                + cache[name]
+                for name in CACHE_KEYS
+            }
+            return function(own, *args)
+
+    return run
 
 
 def _assert_written(path, expected, cache, key, value, index, beam_size=None):
@@ -57,7 +78,7 @@ def test_check_cache_rejects_anything_else(cache):
         check_cache(cache)
 
 
-@pytest.mark.parametrize("path", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("path", ["eager", "graph", "xla", "in_place"])
 @pytest.mark.parametrize("index, length", [(0, 1), (2, 3), (4, 1)])
 def test_write_puts_new_positions_heads_major_at_index(path, index, length):
     B, H, L = 2, 3, 5
@@ -70,7 +91,7 @@ def test_write_puts_new_positions_heads_major_at_index(path, index, length):
     _assert_written(path, expected, cache, key, value, index)
 
 
-@pytest.mark.parametrize("path", ["eager", "xla"])
+@pytest.mark.parametrize("path", ["eager", "xla", "in_place"])
 def test_write_to_a_beam_cache_puts_position_s_of_beam_j_at_slot_s_r_plus_j(path):
     groups, beams, H, L, index, length = 2, 3, 2, 4, 1, 2
     cache = _cache(groups, H, L * beams)
@@ -84,6 +105,49 @@ def test_write_to_a_beam_cache_puts_position_s_of_beam_j_at_slot_s_r_plus_j(path
                     slot = (index + t) * beams + j
                     expected[name][c, :, slot] = new[c * beams + j, t]
     _assert_written(path, expected, cache, key, value, index, beam_size=beams)
+
+
+def test_in_place_writes_use_the_core_inplace_op_and_fresh_buffers():
+    B, H, L = 2, 3, 4
+    key, value = _random(B, 1, H, 4, seed=1), _random(B, 1, H, 3, seed=2)
+
+    @tf.function
+    def fill(key, value):
+        with in_place_writes():
+            cache = {
+                "key": empty_buffer((B, H, L, 4), "float32"),
+                "value": empty_buffer((B, H, L, 3), "float32"),
+            }
+            for index in range(L):
+                cache = write_cache(cache, key * (index + 1), value, index)
+        return cache
+
+    expected = np.stack([key[:, 0] * (i + 1) for i in range(L)], axis=2)
+    for _ in range(2):  # each run starts from new zero buffers
+        np.testing.assert_array_equal(fill(key, value)["key"], expected)
+    ops = {
+        node.op
+        for node in fill.get_concrete_function(key, value).graph.as_graph_def().node
+    }
+    assert {"Empty", "InplaceUpdate"} <= ops
+    assert not {op for op in ops if op.startswith("Xla")}
+
+
+def test_in_place_writes_change_nothing_eagerly():
+    cache = {name: tf.constant(buffer) for name, buffer in _cache(1, 2, 3).items()}
+    before = {name: buffer.numpy().copy() for name, buffer in cache.items()}
+    with in_place_writes():
+        updated = write_cache(cache, tf.ones((1, 1, 2, 4)), tf.ones((1, 1, 2, 3)), 1)
+    for name in CACHE_KEYS:
+        np.testing.assert_array_equal(cache[name], before[name])
+        assert not np.array_equal(updated[name], before[name])
+
+
+def test_written_part_keeps_the_first_positions():
+    cache = _cache(2, 3, 5)
+    key, value = written_part(cache["key"], cache["value"], tf.constant(2))
+    np.testing.assert_array_equal(key, cache["key"][:, :, :2])
+    np.testing.assert_array_equal(value, cache["value"][:, :, :2])
 
 
 def test_write_keeps_the_cache_dtype():

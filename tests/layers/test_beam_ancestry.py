@@ -7,6 +7,7 @@ from keras_transformer.layers.beam_ancestry import ancestry_context
 from keras_transformer.layers.beam_ancestry import ancestry_one_hot
 from keras_transformer.layers.beam_ancestry import ancestry_scores
 from keras_transformer.layers.beam_ancestry import check_ancestry
+from keras_transformer.layers.beam_ancestry import own_history
 
 GROUPS, BEAMS, LENGTH, T = 2, 3, 4, 2
 
@@ -145,3 +146,22 @@ def test_beam_cache_step_keeps_the_static_query_length():
 
     output = step.get_concrete_function().structured_outputs
     assert output.shape.as_list() == [None, 1, 16]
+
+
+@pytest.mark.parametrize("written", [1, 3, LENGTH])
+def test_own_history_gathers_each_rows_ancestor_slots(written):
+    kv_heads = 2
+    keys = _random(GROUPS, kv_heads, LENGTH * BEAMS, 5, seed=1)
+    values = _random(GROUPS, kv_heads, LENGTH * BEAMS, 3, seed=2)
+    ancestry = _ancestry(seed=4)
+    k, v = own_history(keys, values, ancestry, tf.constant(written))
+    assert k.shape == (GROUPS * BEAMS, kv_heads, written, 5)
+    assert v.shape == (GROUPS * BEAMS, kv_heads, written, 3)
+    for c in range(GROUPS):
+        for r in range(BEAMS):
+            for s in range(written):
+                slot = _ancestor_slot(ancestry, c, r, s)
+                np.testing.assert_array_equal(k[c * BEAMS + r, :, s], keys[c, :, slot])
+                np.testing.assert_array_equal(
+                    v[c * BEAMS + r, :, s], values[c, :, slot]
+                )

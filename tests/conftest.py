@@ -45,3 +45,28 @@ def small_model_dir(tmp_path_factory):
         raise RuntimeError(f"training the shared small model failed: {code}")
     keras.config.set_dtype_policy("float32")
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory):
+    """A model directory trained by `train_translator` on `demo:999`.
+
+    The demo's settings (`demo_config`), 12 epochs of 25 steps: it gets
+    (nearly) every held-out test number right (`tests/test_demo_learns.py`
+    checks that). Shared by the tests that need a model that translates;
+    its per-epoch weights (`checkpoints/epoch-005.weights.h5`, ...) give
+    less trained ones. Treat it as read-only.
+    """
+    from keras_transformer.training.trainer import demo_config
+    from keras_transformer.training.trainer import train_translator
+
+    directory = tmp_path_factory.mktemp("demo_model") / "model"
+    config = demo_config(output=str(directory), max_minutes=6)
+    config.train = "demo:999"
+    config.epochs = 12
+    config.steps_per_epoch = 25
+    config.bleu_sentences = 0
+    config.verbose = 0
+    train_translator(config)
+    keras.config.set_dtype_policy("float32")
+    return directory

@@ -8,13 +8,24 @@ from num2words import num2words
 from keras_transformer import cli
 
 
-def _run(*args):
-    return subprocess.run(
+def _start(*args):
+    """`python -m keras_transformer ARGS` in a fresh process, not waited for."""
+    return subprocess.Popen(
         [sys.executable, "-m", "keras_transformer", *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
+
+
+def _finish(process):
+    """`(exit status, stderr)` of a `_start`ed process."""
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    return process.returncode, stderr
 
 
 def _tsv(path, numbers):
@@ -23,43 +34,64 @@ def _tsv(path, numbers):
     return path
 
 
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        (b"one\teins\ntwo zwei\n", "bad.tsv:2: expected 'source<TAB>target'"),
-        (b"one\teins\n\xff\xfe\tzwei\n", "bad.tsv:2: not valid UTF-8"),
-        (b"", "bad.tsv: the file is empty"),
-    ],
-)
-def test_bad_training_data_is_one_line_and_loses_nothing(tmp_path, content, message):
-    (tmp_path / "bad.tsv").write_bytes(content)
-    output = tmp_path / "out"
-    output.mkdir()
-    (output / "keep.txt").write_text("precious")
-    result = _run("train", "--train", f"tsv:{tmp_path / 'bad.tsv'}",
-                  "--output", str(output))  # fmt: skip
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+BAD_DATA = [
+    (b"one\teins\ntwo zwei\n", "bad.tsv:2: expected 'source<TAB>target'"),
+    (b"one\teins\n\xff\xfe\tzwei\n", "bad.tsv:2: not valid UTF-8"),
+    (b"", "bad.tsv: the file is empty"),
+]
+USER_ERRORS = [
+    (["train", "--train", "csv:x", "--output", "o"], "unknown data SPEC 'csv:x'"),
+    (["train", "--train", "tsv:/no/such.tsv", "--output", "o"], "no such file"),
+    (["evaluate", "--model", "/no/such/dir", "--test", "demo"], "not found"),
+    (["export", "--model", "/no/such/dir", "--output", "e"], "not found"),
+]
+
+
+@pytest.fixture(scope="module")
+def error_runs(tmp_path_factory):
+    """The processes of the two tests below, all started at once (each is a
+    fresh Python that imports TensorFlow): `{"data": [(output, process)],
+    "user": [process]}`, in the order of `BAD_DATA` and `USER_ERRORS`."""
+    runs = {"data": [], "user": []}
+    for content, _ in BAD_DATA:
+        directory = tmp_path_factory.mktemp("bad_data")
+        (directory / "bad.tsv").write_bytes(content)
+        output = directory / "out"
+        output.mkdir()
+        (output / "keep.txt").write_text("precious")
+        process = _start("train", "--train", f"tsv:{directory / 'bad.tsv'}",
+                         "--output", str(output))  # fmt: skip
+        runs["data"].append((output, process))
+    runs["user"] = [_start(*args) for args, _ in USER_ERRORS]
+    yield runs
+    for process in [p for _, p in runs["data"]] + runs["user"]:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.parametrize("index", range(len(BAD_DATA)), ids=[m for _, m in BAD_DATA])
+def test_bad_training_data_is_one_line_and_loses_nothing(error_runs, index):
+    message = BAD_DATA[index][1]
+    output, process = error_runs["data"][index]
+    code, stderr = _finish(process)
+    assert code == 2
+    lines = stderr.strip().splitlines()
     assert lines[-1].startswith("keras-transformer train: error: ")
     assert message in lines[-1]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in stderr
     assert (output / "keep.txt").read_text() == "precious"
 
 
 @pytest.mark.parametrize(
-    "args, message",
-    [
-        (["train", "--train", "csv:x", "--output", "o"], "unknown data SPEC 'csv:x'"),
-        (["train", "--train", "tsv:/no/such.tsv", "--output", "o"], "no such file"),
-        (["evaluate", "--model", "/no/such/dir", "--test", "demo"], "not found"),
-        (["export", "--model", "/no/such/dir", "--output", "e"], "not found"),
-    ],
+    "index", range(len(USER_ERRORS)), ids=[m for _, m in USER_ERRORS]
 )
-def test_user_errors_are_one_line(args, message, tmp_path):
-    result = _run(*args)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in result.stderr
+def test_user_errors_are_one_line(error_runs, index):
+    message = USER_ERRORS[index][1]
+    code, stderr = _finish(error_runs["user"][index])
+    assert code == 2, stderr
+    assert message in stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stderr
 
 
 def test_train_evaluate_export_translate(small_model_dir, tmp_path, capsys):
@@ -82,14 +114,13 @@ def test_train_evaluate_export_translate(small_model_dir, tmp_path, capsys):
         "model = keras.saving.load_model(sys.argv[1]); "
         "print(type(model.loss).__name__, model.optimizer.iterations.numpy())"
     )
-    loaded = subprocess.run(
+    # Started now, checked at the end: it runs while the commands below do.
+    loading = subprocess.Popen(
         [sys.executable, "-c", load, str(model_dir / "model.keras")],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
-    assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.split() == ["LabelSmoothedCrossEntropy", "6"]
 
     capsys.readouterr()
     assert cli.main(["evaluate", "--model", str(model_dir), "--test",
@@ -110,6 +141,10 @@ def test_train_evaluate_export_translate(small_model_dir, tmp_path, capsys):
                      "--kind", "cross", "--output", str(picture)]) == 0  # fmt: skip
     assert picture.stat().st_size > 1000
 
+    stdout, stderr = loading.communicate(timeout=300)
+    assert loading.returncode == 0, stderr
+    assert stdout.split() == ["LabelSmoothedCrossEntropy", "6"]
+
 
 def test_plot_positions(tmp_path):
     path = tmp_path / "pe.svg"
@@ -125,7 +160,7 @@ def test_max_minutes_stops_cleanly_and_writes_everything(tmp_path):
     code = cli.main([
         "train", "--train", f"tsv:{train}", "--epochs", "1000",
         "--steps-per-epoch", "2", "--vocab-size", "60", "--batch-size", "8",
-        "--max-minutes", "0.3", "--output", str(model_dir),
+        "--max-minutes", "0.1", "--output", str(model_dir),
     ])  # fmt: skip
     assert code == 0
     metrics = json.loads((model_dir / "metrics.json").read_text())

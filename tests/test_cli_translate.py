@@ -1,6 +1,8 @@
 """`keras-transformer translate`: sampling, the truncation warning, and the
 flags an exported translator cannot apply."""
 
+import os
+
 import pytest
 import tensorflow as tf
 
@@ -41,6 +43,26 @@ def _error(argv, capsys):
 @pytest.fixture(scope="module")
 def loaded(small_model_dir):
     return model_directory.load_model_and_vocabularies(small_model_dir)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _load_each_export_once():
+    """While this module runs, `tf.saved_model.load` loads each SavedModel
+    once: the many `translate --model EXPORT` calls below share the loaded
+    object (everything else `translate` does, each call does)."""
+    load, loaded = tf.saved_model.load, {}
+
+    def load_once(path, *args, **kwargs):
+        if args or kwargs:
+            return load(path, *args, **kwargs)
+        key = os.path.realpath(path)
+        if key not in loaded:
+            loaded[key] = load(path)
+        return loaded[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf.saved_model, "load", load_once)
+        yield
 
 
 @pytest.fixture(scope="module")

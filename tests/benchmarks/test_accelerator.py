@@ -1,34 +1,18 @@
 """`benchmarks/accelerator.py --smoke` runs on a CPU and writes a complete JSON.
 
 The script is meant for GPU and TPU machines; this smoke run (tiny sizes, a
-subprocess on the CPU, ~40 s on an idle 2-core machine) keeps it from
-rotting between device runs.
+subprocess on the CPU, ~50 s on an idle 2-core machine) keeps it from
+rotting between device runs. `conftest.py` starts it when the tests are
+collected and runs these tests last, so it overlaps the rest of the suite.
 """
-
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "accelerator.py"
 
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    output = tmp_path_factory.mktemp("accelerator") / "results.json"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-           "KERAS_BACKEND": "tensorflow"}  # fmt: skip
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--output", str(output)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "train MFU" in completed.stdout  # the printed table
-    return json.loads(output.read_text())
+@pytest.fixture
+def results(accelerator_smoke):
+    # Started in the background at collection time (conftest.py).
+    return accelerator_smoke
 
 
 def _no_errors(results, *parts):

@@ -1,8 +1,10 @@
-"""Starts the subprocess checks of `test_strategy.py` as soon as tests are collected.
+"""Starts the subprocess checks of `test_strategy.py` and `test_compile_count.py`
+as soon as tests are collected.
 
-Those checks need fresh processes (2 logical CPUs, `TF_CONFIG`) and spend most
-of their ~20 s importing TensorFlow; started at collection time they run while
-the in-process tests do. Under pytest-xdist they start lazily instead.
+Those checks need fresh processes (2 logical CPUs, `TF_CONFIG`, `XLA_FLAGS`)
+and spend most of their ~20 s importing TensorFlow; started at collection time
+they run while the in-process tests do. Under pytest-xdist they start lazily
+instead.
 """
 
 import json
@@ -10,12 +12,16 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from keras_transformer.training.strategy import TPU_ENVIRONMENT_VARIABLES
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
+COMPILE_COUNT_WORKER = os.path.join(
+    os.path.dirname(__file__), "compile_count_worker.py"
+)
 
 _started = None
 
@@ -26,14 +32,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_worker(mode, **environment):
-    """Starts `distributed_worker.py MODE` in a fresh process."""
+def start_worker(mode, script=WORKER, remove=(), **environment):
+    """Starts `SCRIPT MODE` (`distributed_worker.py`) in a fresh process,
+    without the environment variables `remove`."""
     env = {**os.environ, **environment}
-    for name in TPU_ENVIRONMENT_VARIABLES + ("TF_CONFIG",):
+    for name in TPU_ENVIRONMENT_VARIABLES + ("TF_CONFIG",) + tuple(remove):
         if name not in environment:
             env.pop(name, None)
     return subprocess.Popen(
-        [sys.executable, WORKER, mode],
+        [sys.executable, script, mode],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -49,7 +56,13 @@ class Workers:
             "cluster": {"worker": [f"localhost:{free_port()}"]},
             "task": {"type": "worker", "index": 0},
         }
+        self.directory = tempfile.TemporaryDirectory(prefix="workers-")
+        # Where `compile_count_worker.py` has XLA dump its compilations.
+        self.compile_dump = os.path.join(self.directory.name, "xla")
         self.processes = {
+            "compile_count": start_worker(
+                self.compile_dump, COMPILE_COUNT_WORKER, remove=["XLA_FLAGS"]
+            ),
             "mirrored": start_worker("mirrored"),
             "mirrored_trainer": start_worker("mirrored_trainer"),
             "multiworker": start_worker("multiworker", TF_CONFIG=json.dumps(tf_config)),
@@ -75,6 +88,7 @@ class Workers:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
+        self.directory.cleanup()
 
 
 def _workers():

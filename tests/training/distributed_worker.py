@@ -187,35 +187,74 @@ def mirrored():
     return result
 
 
-def trainer(**settings):
-    """`train_translator` end to end, with validation (uneven last batch)."""
+def trainer(bleu_sentences=0, **settings):
+    """`train_translator` end to end, with validation (uneven last batch).
+
+    With `bleu_sentences`, the BLEU callback translates that many validation
+    sentences (the bucketed XLA path, under the strategy); the result adds
+    its hypotheses and those of the saved model translated again here on one
+    device without XLA, with their char BLEU (the reference).
+    """
     import tempfile
 
+    import sacrebleu
+
+    from keras_transformer import evaluation
+    from keras_transformer.data import parse_spec
+    from keras_transformer.export import Translator
+    from keras_transformer.model_directory import load_model_and_vocabularies
     from keras_transformer.training.trainer import TrainConfig
     from keras_transformer.training.trainer import train_translator
 
+    calls = []
+    translate_all = evaluation.translate_all
+
+    def recording(translator, sentences, **kwargs):
+        translations = translate_all(translator, sentences, **kwargs)
+        calls.append((list(sentences), translations))
+        return translations
+
+    evaluation.translate_all = recording  # what the BLEU callback calls
     with tempfile.TemporaryDirectory() as output:
-        metrics = train_translator(
-            TrainConfig(
-                train="demo:150",
-                output=output,
-                model_overrides={
-                    "num_layers": 1,
-                    "d_model": 16,
-                    "num_heads": 2,
-                    "d_ff": 32,
-                },
-                vocab_size=40,
-                shared_vocabulary=False,
-                epochs=1,
-                batch_size=16,
-                max_length=32,
-                bleu_sentences=0,
-                verbose=0,
-                **settings,
-            )
+        config = TrainConfig(
+            train="demo:150",
+            output=output,
+            model_overrides={
+                "num_layers": 1,
+                "d_model": 16,
+                "num_heads": 2,
+                "d_ff": 32,
+            },
+            vocab_size=40,
+            shared_vocabulary=False,
+            epochs=1,
+            batch_size=16,
+            max_length=32,
+            bleu_sentences=bleu_sentences,
+            verbose=0,
+            **settings,
         )
-    return {k: metrics[k] for k in ("strategy", "replicas", "steps", "valid_loss")}
+        metrics = train_translator(config)
+        evaluation.translate_all = translate_all
+        keys = ("strategy", "replicas", "steps", "valid_loss", "valid_bleu")
+        result = {k: metrics[k] for k in keys}
+        if calls:
+            sources, hypotheses = calls[-1]
+            references = [t for _, t in parse_spec("demo:150", "valid")]
+            model, *tokenizers = load_model_and_vocabularies(output)
+            translator = Translator(model, *tokenizers, beam_size=config.bleu_beam_size)
+            expected = translate_all(translator, sources, xla=False)
+            result["bleu"] = {
+                "sources": len(sources),
+                "hypotheses": hypotheses,
+                "expected": expected,
+                "expected_bleu": sacrebleu.corpus_bleu(
+                    expected,
+                    [references[: len(sources)]],
+                    tokenize=config.bleu_tokenize,
+                ).score,
+            }
+    return result
 
 
 def tpu():
@@ -244,7 +283,7 @@ if __name__ == "__main__":
         # Its own process: two MirroredStrategy objects in one process
         # share collective instance keys and abort each other's all-reduces.
         "mirrored_trainer": lambda: trainer(
-            strategy="mirrored", devices=["/cpu:0", "/cpu:1"]
+            strategy="mirrored", devices=["/cpu:0", "/cpu:1"], bleu_sentences=8
         ),
         "multiworker": multiworker,
     }[sys.argv[1]]()

@@ -1,26 +1,13 @@
 """XLA compiles the bucketed train step once per bucket shape, not per batch."""
 
-import json
 import os
 import re
-import subprocess
-import sys
-
-WORKER = os.path.join(os.path.dirname(__file__), "compile_count_worker.py")
 
 
-def test_jit_train_step_compiles_once_per_bucket_shape(tmp_path):
-    dump = tmp_path / "xla"
-    result = subprocess.run(
-        [sys.executable, WORKER, str(dump)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
-    report = json.loads(line[len("RESULT ") :])
+def test_jit_train_step_compiles_once_per_bucket_shape(workers):
+    # `compile_count_worker.py`, started at collection time (conftest.py).
+    report = workers.result("compile_count")
+    dump = workers.compile_dump
     shapes = [tuple(map(tuple, s)) for s in report["shapes"]]
     allowed = {tuple(s) for s in report["allowed"]}
     # Every batch has one of the static bucket shapes (B, S) / (B, T)...

@@ -240,6 +240,23 @@ def _weights(path):
     return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
 
 
+def _stderr_file(output):
+    return output.with_name(output.name + ".err")
+
+
+def _start(data, output, **kwargs):
+    """`_train_command` in a subprocess; its stderr goes to `OUTPUT.err`
+    (a file: a pipe nobody reads while the test polls could fill up)."""
+    with open(_stderr_file(output), "a", encoding="utf-8") as stderr:
+        return subprocess.Popen(
+            _train_command(data, output),
+            env=_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            **kwargs,
+        )
+
+
 def test_kill_minus_nine_then_rerun_equals_uninterrupted(tmp_path):
     data = tmp_path / "train.tsv"
     data.write_text(
@@ -250,43 +267,42 @@ def test_kill_minus_nine_then_rerun_equals_uninterrupted(tmp_path):
     )
     killed = tmp_path / "killed"
     resume = killed / "checkpoints" / "resume"
-    process = subprocess.Popen(
-        _train_command(data, killed),
-        env=_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    uninterrupted = tmp_path / "uninterrupted"
+    runs = []  # the uninterrupted run, then the rerun of the killed one
+
+    def start_uninterrupted():
+        # With the killed run's vocabulary files (written before its
+        # train_config.json), side by side with the killed run's training.
+        uninterrupted.mkdir()
+        os.symlink(killed / "vocabulary", uninterrupted / "vocabulary")
+        runs.append(_start(data, uninterrupted))
+
+    process = _start(data, killed, start_new_session=True)
     deadline = time.monotonic() + 240
     try:
-        while not (resume / "step-00000008.json").exists():
-            assert process.poll() is None, "training ended before its 2nd checkpoint"
-            assert time.monotonic() < deadline, "no 2nd checkpoint in 240 s"
-            time.sleep(0.02)
+        try:
+            while not (resume / "step-00000008.json").exists():
+                assert process.poll() is None, "ended before its 2nd checkpoint"
+                assert time.monotonic() < deadline, "no 2nd checkpoint in 240 s"
+                if not runs and (killed / "train_config.json").exists():
+                    start_uninterrupted()
+                time.sleep(0.02)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        assert not (killed / "metrics.json").exists(), "killed after the end"
+        assert not (killed / "model.keras").exists()
+        if not runs:
+            start_uninterrupted()
+        runs.append(_start(data, killed))  # the rerun
+        for run, output in zip(runs, (uninterrupted, killed)):
+            run.wait(timeout=300)
+            assert run.returncode == 0, _stderr_file(output).read_text()[-3000:]
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert not (killed / "metrics.json").exists(), "killed after the end"
-    assert not (killed / "model.keras").exists()
-
-    # The uninterrupted run, with the same vocabulary files.
-    uninterrupted = tmp_path / "uninterrupted"
-    uninterrupted.mkdir()
-    os.symlink(killed / "vocabulary", uninterrupted / "vocabulary")
-    # The rerun and the uninterrupted run, side by side.
-    runs = [
-        subprocess.Popen(
-            _train_command(data, output),
-            env=_environment(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for output in (killed, uninterrupted)
-    ]
-    for run in runs:
-        _, stderr = run.communicate(timeout=300)
-        assert run.returncode == 0, stderr[-3000:]
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
     resumed = json.loads((killed / "metrics.json").read_text())
     planned = json.loads((uninterrupted / "metrics.json").read_text())
     assert resumed["resumed_from_step"] >= 8

@@ -113,3 +113,16 @@ def test_trainer_under_mirrored_on_two_logical_cpus(workers):
     assert (trainer["strategy"], trainer["replicas"]) == ("MirroredStrategy", 2)
     assert trainer["steps"] > 0
     assert trainer["valid_loss"] == trainer["valid_loss"]  # not NaN
+
+
+def test_bleu_callback_under_mirrored_on_two_logical_cpus(workers):
+    """The BLEU callback translates with the bucketed XLA path while the model's
+    variables are mirrored on 2 replicas: its hypotheses are the saved
+    model's on one device without XLA, and `valid_bleu` is their BLEU."""
+    trainer = workers.result("mirrored_trainer")
+    bleu = trainer["bleu"]
+    assert bleu["sources"] == 2  # demo:150 has 2 validation pairs (8 asked)
+    assert len(bleu["hypotheses"]) == 2
+    assert bleu["hypotheses"] == bleu["expected"]
+    assert 0 <= trainer["valid_bleu"] <= 100  # False for NaN: it was computed
+    assert trainer["valid_bleu"] == pytest.approx(bleu["expected_bleu"], abs=1e-9)

@@ -462,7 +462,10 @@ class CTranslate2Translator:
         compute_type: CTranslate2's compute type (`"default"`: the type the
             weights were saved in, where the device supports it).
         **kwargs: further `ctranslate2.Translator` arguments
-            (`inter_threads`, `intra_threads`, ...).
+            (`inter_threads`, `intra_threads`, ...). `intra_threads`
+            defaults to the CPU count, at most 4 (CTranslate2's own default
+            is 4 threads, which on a machine with fewer cores compete with
+            each other).
 
     Example:
 
@@ -506,6 +509,7 @@ class CTranslate2Translator:
         self.target_processor = spm.SentencePieceProcessor(
             model_file=os.path.join(path, self.metadata["target_tokenizer"])
         )
+        kwargs.setdefault("intra_threads", min(4, os.cpu_count() or 1))
         self.translator = ctranslate2.Translator(
             path, device=device, compute_type=compute_type, **kwargs
         )

@@ -421,3 +421,28 @@ def test_cli_without_ctranslate2(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert 'pip install "keras-transformer[ctranslate2]"' in err
+
+
+def test_translator_threads_default_to_the_cpu_count_at_most_4(
+    vocabularies, tmp_path, monkeypatch
+):
+    import ctranslate2
+
+    created = []
+
+    class Recording(ctranslate2.Translator):
+        def __init__(self, *args, **kwargs):
+            created.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    source_tokenizer, target_tokenizer = vocabularies["shared"]
+    model = _random_model(source_tokenizer, target_tokenizer)
+    path = tmp_path / "ct2"
+    to_ctranslate2(model, source_tokenizer, target_tokenizer, path)
+    monkeypatch.setattr(ctranslate2, "Translator", Recording)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    CTranslate2Translator(path)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    CTranslate2Translator(path, intra_threads=1)
+    CTranslate2Translator(path)
+    assert [kwargs["intra_threads"] for kwargs in created] == [2, 1, 4]

@@ -79,6 +79,14 @@ def test_the_readme_command_line_section_runs(tmp_path, monkeypatch, capsys):
         assert _run(command, monkeypatch) == 0, (command, capsys.readouterr().err)
     out = capsys.readouterr().out
     assert "BLEU" in out
+    # The "## Serving" Python block, on the CTranslate2 export just written.
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Serving") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    last = code.rstrip().splitlines()[-1]
+    namespace = {}
+    exec(code.replace(last, f"result = {last}"), namespace)
+    assert len(namespace["result"]) == 1 and isinstance(namespace["result"][0], str)
 
 
 def test_the_readme_config_file_builds_the_model_it_describes(tmp_path):

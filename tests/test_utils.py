@@ -105,11 +105,17 @@ def test_dynamic_update_is_in_place_under_xla_and_core_ops_otherwise():
     graph = tf.function(run).get_concrete_function(*args).graph
     ops = {op.type for op in graph.get_operations()}
     assert "XlaDynamicUpdateSlice" not in ops
-    assert "SelectV2" in ops
+    assert "TensorScatterUpdate" in ops
     hlo = tf.function(run, jit_compile=True).experimental_get_compiler_ir(
         tf.zeros((2, 8)), tf.zeros((2, 1))
     )(stage="hlo")
     assert "dynamic-update-slice" in hlo
+    tensor, update = np.arange(16.0).reshape(2, 8), np.array([[-1.0], [-2.0]])
+    expected = tensor.copy()
+    expected[:, 1] = update[:, 0]
+    for jit_compile in (False, True):
+        out = tf.function(run, jit_compile=jit_compile)(tensor, update)
+        np.testing.assert_array_equal(out, expected)
 
 
 # 4 x 600 rows: more than one chunk's worth, so only the policy picks the path.

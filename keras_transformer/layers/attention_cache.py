@@ -141,18 +141,20 @@ def empty_buffer(shape, dtype):
     return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=True)
 
 
-def _write_rows_in_place(buffer, new, index, beam_size):
-    """Writes new keys/values into `buffer` in place, as rows of `d`.
+def _rows_in_place(buffer, new, index, beam_size):
+    """The row of `buffer` that each vector of `new` goes to.
 
-    `buffer` `(B, Hkv, S, d)` is read as `B Hkv S` rows; `new` keeps the
-    layout it was projected in, `(B, T, Hkv, d)` (`(C R, T, Hkv, d)` for a
-    beam cache of `C` groups): the row of each of its vectors is computed
-    instead of transposing them.
+    `buffer` `(B, Hkv, S, d)` is read as `B Hkv S` rows of `d`; `new` keeps
+    the layout it was projected in, `(B, T, Hkv, d)` (`(C R, T, Hkv, d)`
+    for a beam cache of `C` groups): the row of each of its vectors is
+    computed instead of transposing them. Keys and values share the rows.
+
+    Returns:
+        int32 `(B T Hkv,)`, in the order of `new`'s vectors.
     """
     import tensorflow as tf
 
-    shape = tf.shape(buffer)
-    slots, heads, depth = shape[2], buffer.shape[1], buffer.shape[-1]
+    slots, heads = tf.shape(buffer)[2], buffer.shape[1]
     beams = beam_size or 1
     # new[c R + j, t, h] goes to slot (index + t) R + j of row (c, h).
     groups = tf.range(tf.shape(new)[0]) // beams
@@ -163,21 +165,30 @@ def _write_rows_in_place(buffer, new, index, beam_size):
         + steps[None, :, None] * beams
         + beam[:, None, None]
     )  # (B, T, Hkv)
+    return tf.reshape(rows, (-1,))
+
+
+def _write_rows(buffer, new, rows):
+    """Writes `new`'s vectors into `buffer` at `rows`, in place."""
+    import tensorflow as tf
+
+    depth = buffer.shape[-1]
     written = tf.raw_ops.InplaceUpdate(
         x=tf.reshape(buffer, (-1, depth)),
-        i=tf.reshape(rows, (-1,)),
+        i=rows,
         v=tf.reshape(tf.cast(new, buffer.dtype), (-1, depth)),
     )
-    return tf.reshape(written, shape)
+    return tf.reshape(written, tf.shape(buffer))
 
 
 def write_cache(cache, key, value, index, beam_size=None):
     """Writes the keys/values of new positions into a fixed-size cache.
 
-    Only the new positions are transposed to the cache's layout (heads before
-    positions) and written, as one contiguous slice: in place under XLA and
-    in an `in_place_writes` context, into a copy otherwise (see
-    `keras_transformer.utils.dynamic_update`).
+    Only the new positions are written. In an `in_place_writes` context,
+    each vector goes to its row of the buffer in place; otherwise the new
+    positions are transposed to the cache's layout (heads before
+    positions) and written as one contiguous slice: in place under XLA,
+    into a copy elsewhere (see `keras_transformer.utils.dynamic_update`).
 
     Args:
         cache: dict of buffers `(batch_size, num_key_value_heads, slots, d)`
@@ -194,11 +205,14 @@ def write_cache(cache, key, value, index, beam_size=None):
     Returns:
         The updated cache, a dict of buffers of the same shapes and dtypes.
     """
+    if _writes_in_place():
+        rows = _rows_in_place(cache["key"], key, index, beam_size)
+        return {
+            "key": _write_rows(cache["key"], key, rows),
+            "value": _write_rows(cache["value"], value, rows),
+        }
     updated = {}
     for name, new in (("key", key), ("value", value)):
-        if _writes_in_place():
-            updated[name] = _write_rows_in_place(cache[name], new, index, beam_size)
-            continue
         if beam_size is None:
             new = ops.transpose(new, (0, 2, 1, 3))  # (B, Hkv, T, d)
             start = index

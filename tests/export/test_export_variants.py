@@ -19,9 +19,7 @@ from keras_transformer.export import Translator
 from keras_transformer.export import export_translator
 from tests.export import test_translator
 
-# One vocabulary for the whole module (same fixture as test_translator.py).
-tokenizer = test_translator.tokenizer
-
+# `tokenizer`: tests/export/conftest.py, as in test_translator.py.
 SENTENCES = [
     *test_translator.SENTENCES,
     # Longer than max_relative_position below, so clipping is exercised.

@@ -15,8 +15,6 @@ from keras_transformer import Transformer
 from keras_transformer.export import Translator
 from keras_transformer.export import export_translator
 from keras_transformer.export.saved_model import WARMUP_FILE
-from keras_transformer.text import SubwordTokenizer
-from keras_transformer.text import train_sentencepiece
 
 SENTENCES = ["four hundred and two", "seventy", "one thousand and one", "", "nine"]
 
@@ -33,13 +31,6 @@ SERVING_TEXT_OPS = {
 }
 FILE_OPS = {"ReadFile", "WriteFile", "PrintV2", "Print", "SaveV2", "RestoreV2",
             "MatchingFiles", "MergeV2Checkpoints", "ImmutableConst"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    corpus = [num2words(n) for n in range(0, 3000, 7)]
-    corpus += [num2words(n, lang="de") for n in range(0, 3000, 7)]
-    return SubwordTokenizer(train_sentencepiece(corpus, vocab_size=120))
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ from keras_transformer.export import export_translator
 from keras_transformer.export.saved_model import WARMUP_FILE
 from keras_transformer.export.saved_model import XLA_WARMUP_FILE
 from keras_transformer.export.translator import default_length_buckets
-from keras_transformer.text import SubwordTokenizer
-from keras_transformer.text import train_sentencepiece
 
 # Varied lengths: 1 to ~20 subword tokens, an empty one, and one cut at
 # `max_input_tokens`.
@@ -34,13 +32,6 @@ SENTENCES = [
     "nine",
     "two hundred thousand three hundred and forty five and six and seven",
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    corpus = [num2words(n) for n in range(0, 3000, 7)]
-    corpus += [num2words(n, lang="de") for n in range(0, 3000, 7)]
-    return SubwordTokenizer(train_sentencepiece(corpus, vocab_size=120))
 
 
 @pytest.fixture(scope="module")
